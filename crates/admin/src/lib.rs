@@ -1,0 +1,66 @@
+//! pgpilot's admin HTTP API: health probes, Prometheus metrics and a JSON
+//! view of the pools. One file per resource:
+//! [`health`] (`/health/live`, `/health/ready`), [`metrics`] (`/metrics`)
+//! and [`pools`] (`/api/pools`).
+//!
+//! The API only reads the proxy's [`Runtime`] it is handed (pool snapshots,
+//! proxy counters, live settings); it never changes proxy state. The
+//! readiness probe is the one route that touches PostgreSQL, and it caches
+//! its answer so scrapers cannot turn it into load on the database.
+
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod pools;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use pgpilot_proxy::Runtime;
+use tokio::net::TcpListener;
+
+pub use error::{Error, Result};
+
+/// What every handler is given: the proxy's runtime and the readiness cache.
+pub struct AdminState {
+    /// The running proxy whose figures are served.
+    pub rt: Arc<Runtime>,
+    /// Last readiness answer, reused for [`health::READY_CACHE_TTL`].
+    pub ready: health::ReadyCache,
+}
+
+/// Serves the admin API on `listener` until the task is dropped.
+///
+/// # Errors
+/// Only when accepting on `listener` fails fatally; per-connection errors
+/// are handled (and dropped) by the HTTP server.
+pub async fn serve(rt: Arc<Runtime>, listener: TcpListener) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    axum::serve(listener, router(rt)).await
+}
+
+/// The admin routes over `rt`, without a listener (tests drive it directly
+/// or bind it themselves). Unknown paths answer 404 `{"error":"not found"}`.
+pub fn router(rt: Arc<Runtime>) -> Router {
+    let state = Arc::new(AdminState {
+        rt,
+        ready: health::ReadyCache::default(),
+    });
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::handler))
+        .route("/api/pools", get(pools::handler))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    let body = serde_json::json!({ "error": "not found" });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}

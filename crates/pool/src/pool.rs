@@ -1,0 +1,409 @@
+//! A pool of server connections for one (database, user): checkout with a
+//! bounded wait, return on guard drop, idle/lifetime expiry and `min_size`
+//! upkeep. All mutable state sits behind one mutex, held only for
+//! bookkeeping, never across an await.
+
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::login::{self, LoginParams};
+use crate::server::ServerConn;
+use crate::stats::{PoolSnapshot, PoolStats};
+
+/// Which pool: the client's database and user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub database: String,
+    pub user: String,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.database, self.user)
+    }
+}
+
+/// Sizes and timeouts; replaced at run time on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Connections kept open even when idle.
+    pub min_size: usize,
+    /// Most connections open at once.
+    pub max_size: usize,
+    /// Bound on TCP connect + login.
+    pub connect_timeout: Duration,
+    /// Bound on a client's wait for a connection.
+    pub checkout_timeout: Duration,
+    /// Idle connections above `min_size` close after this.
+    pub idle_timeout: Duration,
+    /// Connections close (when idle) after this age.
+    pub max_lifetime: Duration,
+}
+
+/// Idle longer than this, a connection is probed before it is lent.
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// What a waiting client is handed.
+enum Grant {
+    /// An idle connection.
+    Conn(ServerConn),
+    /// A slot counted in `total`: the waiter opens the connection itself.
+    Permit,
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Grant>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    /// Idle connections, most recently used last.
+    idle: Vec<ServerConn>,
+    /// Idle + lent + being opened.
+    total: usize,
+    /// Being opened.
+    connecting: usize,
+    /// Clients waiting, oldest first.
+    waiters: VecDeque<Waiter>,
+    /// No more checkouts.
+    closed: bool,
+}
+
+struct Inner {
+    key: PoolKey,
+    login: RwLock<LoginParams>,
+    limits: RwLock<PoolLimits>,
+    state: Mutex<State>,
+    stats: PoolStats,
+}
+
+/// A cheaply clonable handle to one pool.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+/// A lent connection; goes back to its pool when dropped (closed instead
+/// when marked `broken`).
+pub struct PooledConn {
+    conn: Option<ServerConn>,
+    pool: Pool,
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, login: LoginParams, limits: PoolLimits) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                key,
+                login: RwLock::new(login),
+                limits: RwLock::new(limits),
+                state: Mutex::new(State::default()),
+                stats: PoolStats::default(),
+            }),
+        }
+    }
+
+    pub fn key(&self) -> &PoolKey {
+        &self.inner.key
+    }
+
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.stats
+    }
+
+    pub fn limits(&self) -> PoolLimits {
+        self.inner.limits.read().clone()
+    }
+
+    /// Applies new limits; excess connections close as they come back.
+    pub fn set_limits(&self, limits: PoolLimits) {
+        *self.inner.limits.write() = limits;
+        self.grant_free_slots();
+    }
+
+    /// Points future logins at another server (failover, reload).
+    pub fn set_login(&self, login: LoginParams) {
+        *self.inner.login.write() = login;
+    }
+
+    /// Lends a connection, waiting up to the checkout timeout.
+    pub async fn checkout(&self) -> Result<PooledConn> {
+        let start = Instant::now();
+        let timeout = self.inner.limits.read().checkout_timeout;
+        loop {
+            let grant = match self.try_grant() {
+                Ok(grant) => grant,
+                Err(rx) => self.wait(rx, start, timeout).await?,
+            };
+            if let Some(conn) = self.realize(grant).await? {
+                let waited = start.elapsed().as_micros() as u64;
+                PoolStats::add(&self.inner.stats.wait_time_us, waited);
+                return Ok(PooledConn {
+                    conn: Some(conn),
+                    pool: self.clone(),
+                });
+            }
+        }
+    }
+
+    /// Under the lock: an idle connection, a permit to open one, or a place in line.
+    fn try_grant(&self) -> std::result::Result<Grant, oneshot::Receiver<Grant>> {
+        let limits = self.inner.limits.read();
+        let mut st = self.inner.state.lock();
+        if st.closed {
+            let (_tx, rx) = oneshot::channel();
+            return Err(rx);
+        }
+        while let Some(conn) = st.idle.pop() {
+            if conn.created.elapsed() < limits.max_lifetime {
+                return Ok(Grant::Conn(conn));
+            }
+            st.total -= 1;
+        }
+        if st.total < limits.max_size {
+            st.total += 1;
+            st.connecting += 1;
+            return Ok(Grant::Permit);
+        }
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(Waiter {
+            tx,
+            since: Instant::now(),
+        });
+        Err(rx)
+    }
+
+    async fn wait(
+        &self,
+        rx: oneshot::Receiver<Grant>,
+        start: Instant,
+        timeout: Duration,
+    ) -> Result<Grant> {
+        let left = timeout.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(grant)) => Ok(grant),
+            Ok(Err(_)) => Err(Error::Closed {
+                pool: self.inner.key.to_string(),
+            }),
+            Err(_) => {
+                PoolStats::add(&self.inner.stats.checkout_timeouts, 1);
+                Err(Error::CheckoutTimeout {
+                    pool: self.inner.key.to_string(),
+                    waited: start.elapsed(),
+                    max_size: self.inner.limits.read().max_size,
+                })
+            }
+        }
+    }
+
+    /// Turns a grant into a usable connection; `None` when an idle one
+    /// turned out dead (the caller tries again).
+    async fn realize(&self, grant: Grant) -> Result<Option<ServerConn>> {
+        match grant {
+            Grant::Conn(conn) => {
+                if conn.last_used.elapsed() >= PROBE_AFTER_IDLE && !conn.is_alive() {
+                    self.discard(conn);
+                    return Ok(None);
+                }
+                Ok(Some(conn))
+            }
+            Grant::Permit => self.open().await.map(Some),
+        }
+    }
+
+    /// Opens a connection for a slot already counted in `total`.
+    async fn open(&self) -> Result<ServerConn> {
+        let login = self.inner.login.read().clone();
+        let timeout = self.inner.limits.read().connect_timeout;
+        let result = login::connect(&login, timeout).await;
+        self.inner.state.lock().connecting -= 1;
+        if result.is_err() {
+            PoolStats::add(&self.inner.stats.connect_errors, 1);
+            self.free_slot();
+        }
+        result
+    }
+
+    /// Closes `conn` and frees its slot.
+    fn discard(&self, conn: ServerConn) {
+        drop(conn);
+        self.free_slot();
+    }
+
+    /// A counted slot is no longer used: pass it to a waiter or shrink `total`.
+    fn free_slot(&self) {
+        let mut st = self.inner.state.lock();
+        let max = self.inner.limits.read().max_size;
+        if st.total <= max && hand_to_waiter(&mut st, Grant::Permit).is_none() {
+            st.connecting += 1;
+            return;
+        }
+        st.total -= 1;
+    }
+
+    /// Gives waiters permits for slots freed by a larger `max_size`.
+    fn grant_free_slots(&self) {
+        let max = self.inner.limits.read().max_size;
+        let mut st = self.inner.state.lock();
+        while st.total < max && !st.waiters.is_empty() {
+            if hand_to_waiter(&mut st, Grant::Permit).is_none() {
+                st.total += 1;
+                st.connecting += 1;
+            }
+        }
+    }
+
+    fn release(&self, mut conn: ServerConn) {
+        let limits = self.inner.limits.read().clone();
+        let expired = conn.created.elapsed() >= limits.max_lifetime;
+        let mut st = self.inner.state.lock();
+        if conn.broken || expired || st.closed || st.total > limits.max_size {
+            drop(st);
+            self.discard(conn);
+            return;
+        }
+        conn.last_used = Instant::now();
+        if let Some(Grant::Conn(c)) = hand_to_waiter(&mut st, Grant::Conn(conn)) {
+            st.idle.push(c);
+        }
+    }
+
+    /// Closes idle connections past `idle_timeout` (above `min_size`) or
+    /// `max_lifetime`, and opens connections up to `min_size`. Call about
+    /// once a second.
+    pub async fn maintain(&self) {
+        let limits = self.limits();
+        let to_open = {
+            let mut st = self.inner.state.lock();
+            expire_idle(&mut st, &limits);
+            let want = limits
+                .min_size
+                .min(limits.max_size)
+                .saturating_sub(st.total);
+            st.total += want;
+            st.connecting += want;
+            want
+        };
+        for _ in 0..to_open {
+            match self.open().await {
+                Ok(conn) => self.release(conn),
+                Err(e) => {
+                    tracing::warn!(pool = %self.inner.key, error = %e, "min_size connection failed")
+                }
+            }
+        }
+    }
+
+    /// Stops lending; closes idle connections; lent ones close on return.
+    pub fn close(&self) {
+        let mut st = self.inner.state.lock();
+        st.closed = true;
+        let n = st.idle.len();
+        st.idle.clear();
+        st.total -= n;
+        st.waiters.clear();
+    }
+
+    /// Closes every idle connection (e.g. after the server restarted).
+    pub fn drain_idle(&self) {
+        let mut st = self.inner.state.lock();
+        let n = st.idle.len();
+        st.idle.clear();
+        st.total -= n;
+    }
+
+    /// Current figures for metrics.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let limits = self.limits();
+        let mut snap = PoolSnapshot {
+            database: self.inner.key.database.clone(),
+            user: self.inner.key.user.clone(),
+            min_size: limits.min_size as u64,
+            max_size: limits.max_size as u64,
+            ..PoolSnapshot::default()
+        };
+        {
+            let st = self.inner.state.lock();
+            snap.cl_waiting = st.waiters.len() as u64;
+            snap.sv_idle = st.idle.len() as u64;
+            snap.sv_login = st.connecting as u64;
+            snap.sv_active = (st.total - st.idle.len() - st.connecting) as u64;
+            snap.maxwait_us = st
+                .waiters
+                .front()
+                .map_or(0, |w| w.since.elapsed().as_micros() as u64);
+        }
+        let clients = self.inner.stats.clients.load(Relaxed).max(0) as u64;
+        snap.cl_active = clients.saturating_sub(snap.cl_waiting);
+        self.inner.stats.fill(&mut snap);
+        snap
+    }
+}
+
+/// Sends `grant` to the oldest live waiter; gives it back when none takes it.
+fn hand_to_waiter(st: &mut State, mut grant: Grant) -> Option<Grant> {
+    while let Some(w) = st.waiters.pop_front() {
+        match w.tx.send(grant) {
+            Ok(()) => return None,
+            Err(g) => grant = g,
+        }
+    }
+    Some(grant)
+}
+
+fn expire_idle(st: &mut State, limits: &PoolLimits) {
+    let min = limits.min_size;
+    let mut keep = Vec::with_capacity(st.idle.len());
+    // Oldest-used first, so the freshest survive.
+    for conn in st.idle.drain(..) {
+        let too_old = conn.created.elapsed() >= limits.max_lifetime;
+        let idle_long = conn.last_used.elapsed() >= limits.idle_timeout;
+        let above_min = st.total > min;
+        if too_old || (idle_long && above_min) {
+            st.total -= 1;
+        } else {
+            keep.push(conn);
+        }
+    }
+    st.idle = keep;
+}
+
+impl PooledConn {
+    /// The pool this connection belongs to.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl Deref for PooledConn {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn
+            .as_ref()
+            .expect("PooledConn holds a connection until dropped")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("PooledConn holds a connection until dropped")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.release(conn);
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Client → server: what the session does with each frontend message.
+//!
+//! Most messages are forwarded unchanged. Named prepared statements are
+//! translated to their proxy-wide server names and prepared on demand on
+//! whichever server the client holds; a client's Close of a statement is
+//! answered locally. Every forwarded message that will be answered gets an
+//! [`Expect`] entry, in order.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgpilot_sql::SessionEffect;
+use pgpilot_wire::backend;
+use pgpilot_wire::frontend::{self, Bind, Named, Parse, Target};
+use pgpilot_wire::sqlstate;
+use pgpilot_wire::tag::{backend as btag, frontend as tag};
+use pgpilot_wire::Frame;
+
+use crate::error::{Result, SessionError};
+use crate::expect::Expect;
+use crate::session::Session;
+use crate::statements::{encode_parse, Statement};
+
+impl Session {
+    /// Handles one client message; `Ok(false)` when the client said Terminate.
+    pub(crate) async fn on_client_frame(&mut self, frame: Frame) -> Result<bool> {
+        if self.skip_until_sync && frame.tag != tag::SYNC {
+            return Ok(true);
+        }
+        match frame.tag {
+            tag::QUERY => self.on_query(frame).await?,
+            tag::PARSE => self.on_parse(frame).await?,
+            tag::BIND => self.on_bind(frame).await?,
+            tag::DESCRIBE => self.on_describe(frame).await?,
+            tag::CLOSE => self.on_close(frame).await?,
+            tag::EXECUTE => self.forward(&frame.raw, Some(Expect::Execute)).await?,
+            tag::SYNC => self.on_sync(frame).await?,
+            tag::FLUSH => self.on_flush(&frame.raw),
+            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => self.on_copy(&frame.raw)?,
+            tag::FUNCTION_CALL => {
+                self.forward(&frame.raw, Some(Expect::Query { hidden: false }))
+                    .await?
+            }
+            tag::TERMINATE => return Ok(false),
+            _ => {
+                return Err(SessionError::Unexpected(
+                    "unknown or misplaced message type",
+                ))
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends `raw` to the server (checking one out first) and awaits `expect`.
+    async fn forward(&mut self, raw: &[u8], expect: Option<Expect>) -> Result<()> {
+        if !self.server_ready().await {
+            return Ok(());
+        }
+        self.server_out.extend_from_slice(raw);
+        if let Some(e) = expect {
+            self.expect.push(e);
+        }
+        Ok(())
+    }
+
+    /// Ensures a server; on failure reports the error the way the current
+    /// protocol flow expects and returns false.
+    async fn server_ready(&mut self) -> bool {
+        match self.ensure_server().await {
+            Ok(()) => true,
+            Err(e) => {
+                let err = SessionError::Pool(e);
+                tracing::debug!(pid = self.pid, error = %err, "checkout failed");
+                let mut out = BytesMut::new();
+                err.respond(&mut out);
+                self.local_error(out.freeze());
+                false
+            }
+        }
+    }
+
+    /// Queues a locally made ErrorResponse for an extended-protocol batch:
+    /// the rest of the batch is skipped up to Sync, as a server would.
+    fn local_error(&mut self, error: Bytes) {
+        self.emit(error);
+        self.skip_until_sync = true;
+    }
+
+    /// Sends `bytes` to the client now, or after the responses still awaited.
+    pub(crate) fn emit(&mut self, bytes: Bytes) {
+        if self.expect.is_empty() {
+            self.client_out.extend_from_slice(&bytes);
+        } else {
+            self.expect.push(Expect::Synthetic(bytes));
+        }
+    }
+
+    fn error_bytes(code: &str, message: &str) -> Bytes {
+        let mut out = BytesMut::new();
+        backend::error_response(&mut out, "ERROR", code, message);
+        out.freeze()
+    }
+
+    fn empty_bytes(message_tag: u8) -> Bytes {
+        Bytes::copy_from_slice(&[message_tag, 0, 0, 0, 4])
+    }
+
+    /// Records session effects of `sql`; pins take effect at once.
+    fn note_effects(&mut self, sql: &[u8]) {
+        let Ok(sql) = std::str::from_utf8(sql) else {
+            return;
+        };
+        let analysis = self.rt.analyzer.analyze(sql);
+        for effect in &analysis.effects {
+            if let SessionEffect::Pin(reason) = effect {
+                if self.pinned.is_none() {
+                    self.pinned = Some(*reason);
+                    self.rt.counters.pinned_clients.fetch_add(1, Relaxed);
+                    tracing::debug!(
+                        pid = self.pid,
+                        reason = reason.as_str(),
+                        "client pinned to its server"
+                    );
+                }
+            } else {
+                self.txn.effects.push(effect.clone());
+            }
+        }
+    }
+
+    async fn on_query(&mut self, frame: Frame) -> Result<()> {
+        let sql = frontend::query_text(frame.body()).map_err(SessionError::ClientProtocol)?;
+        self.note_effects(sql);
+        if let Err(e) = self.ensure_server().await {
+            // A simple query gets its error and ReadyForQuery right away.
+            let mut out = BytesMut::new();
+            SessionError::Pool(e).respond(&mut out);
+            backend::ready_for_query(&mut out, self.client_status);
+            self.emit(out.freeze());
+            return Ok(());
+        }
+        self.server_out.extend_from_slice(&frame.raw);
+        self.expect.push(Expect::Query { hidden: false });
+        Ok(())
+    }
+
+    async fn on_parse(&mut self, frame: Frame) -> Result<()> {
+        let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        self.note_effects(parse.query);
+        if parse.name.is_empty() || self.max_prepared == 0 {
+            return self
+                .forward(
+                    &frame.raw,
+                    Some(Expect::Parse {
+                        stmt: None,
+                        hidden: false,
+                    }),
+                )
+                .await;
+        }
+        let stmt = self.rt.statements.intern(parse.query, parse.param_types);
+        if !self.statements.insert(parse.name, stmt.clone()) {
+            let msg = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(parse.name)
+            );
+            self.local_error(Self::error_bytes(
+                sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                &msg,
+            ));
+            return Ok(());
+        }
+        if !self.server_ready().await {
+            return Ok(());
+        }
+        if self.server_has(&stmt) {
+            self.emit(Self::empty_bytes(btag::PARSE_COMPLETE));
+        } else {
+            self.prepare_on_server(&stmt, false);
+        }
+        Ok(())
+    }
+
+    /// Marks `stmt` used on the held server; true when it is prepared there.
+    fn server_has(&mut self, stmt: &Statement) -> bool {
+        self.server
+            .as_mut()
+            .is_some_and(|s| s.prepared.touch(stmt.id))
+    }
+
+    /// Sends a Parse of `stmt` under its server name, first closing the
+    /// server's least recently used statement when over the limit.
+    fn prepare_on_server(&mut self, stmt: &Statement, hidden: bool) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        if let Some(victim) = server.prepared.insert(stmt.id, self.max_prepared) {
+            let name = format!("PGPILOT_{victim}");
+            frontend::named(
+                &mut self.server_out,
+                true,
+                Target::Statement,
+                name.as_bytes(),
+            );
+            self.expect.push(Expect::Close { hidden: true });
+        }
+        encode_parse(&mut self.server_out, stmt);
+        self.expect.push(Expect::Parse {
+            stmt: Some(stmt.id),
+            hidden,
+        });
+        if hidden {
+            self.rt.counters.prepared_reparses.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The client's statement `name`, prepared on the held server. `None`
+    /// after reporting an error to the client.
+    async fn statement_on_server(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
+        let Some(stmt) = self.statements.get(name).cloned() else {
+            let msg = format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            );
+            self.local_error(Self::error_bytes(
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                &msg,
+            ));
+            return None;
+        };
+        if !self.server_ready().await {
+            return None;
+        }
+        if !self.server_has(&stmt) {
+            self.prepare_on_server(&stmt, true);
+        }
+        Some(stmt)
+    }
+
+    async fn on_bind(&mut self, frame: Frame) -> Result<()> {
+        let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        if bind.statement.is_empty() || self.max_prepared == 0 {
+            return self.forward(&frame.raw, Some(Expect::Bind)).await;
+        }
+        let Some(stmt) = self.statement_on_server(bind.statement).await else {
+            return Ok(());
+        };
+        frontend::bind(
+            &mut self.server_out,
+            bind.portal,
+            &stmt.server_name,
+            bind.rest,
+        );
+        self.expect.push(Expect::Bind);
+        Ok(())
+    }
+
+    async fn on_describe(&mut self, frame: Frame) -> Result<()> {
+        let named = Named::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        if named.target == Target::Portal || named.name.is_empty() || self.max_prepared == 0 {
+            return self.forward(&frame.raw, Some(Expect::Describe)).await;
+        }
+        let Some(stmt) = self.statement_on_server(named.name).await else {
+            return Ok(());
+        };
+        frontend::named(
+            &mut self.server_out,
+            false,
+            Target::Statement,
+            &stmt.server_name,
+        );
+        self.expect.push(Expect::Describe);
+        Ok(())
+    }
+
+    async fn on_close(&mut self, frame: Frame) -> Result<()> {
+        let named = Named::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        let local =
+            named.target == Target::Statement && !named.name.is_empty() && self.max_prepared > 0;
+        if local || self.server.is_none() {
+            // The server copy stays (shared, LRU-bounded); a portal outside a
+            // transaction no longer exists. PostgreSQL answers both with CloseComplete.
+            self.statements.remove(named.name);
+            self.emit(Self::empty_bytes(btag::CLOSE_COMPLETE));
+            return Ok(());
+        }
+        self.forward(&frame.raw, Some(Expect::Close { hidden: false }))
+            .await
+    }
+
+    async fn on_sync(&mut self, frame: Frame) -> Result<()> {
+        self.skip_until_sync = false;
+        if self.server.is_some() {
+            self.server_out.extend_from_slice(&frame.raw);
+            self.expect.push(Expect::Sync);
+            return Ok(());
+        }
+        let mut out = BytesMut::with_capacity(6);
+        backend::ready_for_query(&mut out, self.client_status);
+        self.emit(out.freeze());
+        Ok(())
+    }
+
+    fn on_flush(&mut self, raw: &[u8]) {
+        if self.server.is_some() {
+            self.server_out.extend_from_slice(raw);
+        }
+    }
+
+    fn on_copy(&mut self, raw: &[u8]) -> Result<()> {
+        if self.server.is_none() {
+            // PostgreSQL ignores CopyData/Done/Fail outside COPY.
+            return Ok(());
+        }
+        self.server_out.extend_from_slice(raw);
+        Ok(())
+    }
+}

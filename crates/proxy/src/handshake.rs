@@ -1,0 +1,173 @@
+//! The front door of a client connection: the startup packet (SSLRequest and
+//! GSSENCRequest answered `N`, CancelRequest forwarded, unknown versions
+//! refused), authentication, and the welcome (AuthenticationOk,
+//! ParameterStatus, BackendKeyData, ReadyForQuery). Runs under the startup
+//! timeout; hands a logged-in [`Login`] to the session.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgpilot_pool::{Pool, PooledConn};
+use pgpilot_wire::backend::{self, auth_code, TransactionStatus};
+use pgpilot_wire::sqlstate;
+use pgpilot_wire::startup::Startup;
+use tokio::net::TcpStream;
+
+use crate::cancel::{self, CancelSlot};
+use crate::client_auth::{self, auth_failed};
+use crate::error::{Result, SessionError};
+use crate::io::{read_more, write_all};
+use crate::params::{self, StartupProblem, StartupRequest};
+use crate::runtime::Runtime;
+
+/// A client that passed authentication and has been welcomed.
+pub struct Login {
+    pub request: StartupRequest,
+    pub pool: Pool,
+    /// Proxy-issued BackendKeyData pid (the cancel registry key).
+    pub pid: i32,
+    pub cancel: Arc<CancelSlot>,
+    /// The connection used to learn server parameters; kept in session mode.
+    pub server: Option<PooledConn>,
+    /// Bytes the client sent after its startup packet, not yet processed.
+    pub leftover: BytesMut,
+}
+
+/// Runs the startup phase. `Ok(None)` when the connection was a
+/// CancelRequest (already handled) and should just close.
+pub async fn handshake(rt: &Runtime, stream: &mut TcpStream) -> Result<Option<Login>> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let params = match read_startup(rt, stream, &mut buf).await? {
+        Some(params) => params,
+        None => return Ok(None),
+    };
+    let request = params::parse_startup(&params).map_err(startup_error)?;
+    let settings = rt.settings.load_full();
+    let user = settings
+        .user(&request.user)
+        .ok_or_else(|| auth_failed(&request.user))?;
+    if let Err(e) = client_auth::authenticate(rt, stream, &mut buf, user).await {
+        rt.counters
+            .auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(e);
+    }
+    let pool = rt.pools.get(&settings, user, &request.database);
+    let server = pool.checkout().await.map_err(login_pool_error)?;
+    let (pid, key, cancel) = rt.cancels.register();
+    let mut out = BytesMut::with_capacity(512);
+    welcome(&mut out, &server.startup_params, &request, pid, key);
+    if let Err(e) = write_all(stream, &out).await {
+        rt.cancels.unregister(pid);
+        return Err(e);
+    }
+    let keep = settings.pool.mode == pgpilot_config::PoolMode::Session;
+    Ok(Some(Login {
+        request,
+        pool,
+        pid,
+        cancel,
+        server: keep.then_some(server),
+        leftover: buf,
+    }))
+}
+
+/// Reads startup packets until a StartupMessage; answers SSL/GSS requests
+/// with `N` and forwards cancels.
+async fn read_startup(
+    rt: &Runtime,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Vec<(String, String)>>> {
+    loop {
+        let packet = match Startup::split(buf).map_err(SessionError::ClientProtocol)? {
+            Some(p) => p,
+            None => {
+                read_more(stream, buf).await?;
+                continue;
+            }
+        };
+        match packet {
+            Startup::SslRequest | Startup::GssEncRequest => write_all(stream, b"N").await?,
+            Startup::Cancel { pid, key } => {
+                forward_cancel(rt, pid, key).await;
+                return Ok(None);
+            }
+            Startup::Unsupported { code } => {
+                return Err(SessionError::Limit {
+                    code: sqlstate::FEATURE_NOT_SUPPORTED,
+                    message: format!(
+                        "unsupported frontend protocol {}.{}: server supports 3.0",
+                        code >> 16,
+                        code & 0xffff
+                    ),
+                })
+            }
+            Startup::Startup { params, .. } => return Ok(Some(params)),
+        }
+    }
+}
+
+async fn forward_cancel(rt: &Runtime, pid: i32, key: i32) {
+    let Some(target) = rt.cancels.target(pid, key) else {
+        return;
+    };
+    rt.counters
+        .cancels_forwarded
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = cancel::forward(&target).await {
+        tracing::warn!(server = %target.addr, error = %e, "cancel request could not be forwarded");
+    }
+}
+
+fn startup_error(p: StartupProblem) -> SessionError {
+    let (code, message) = match p {
+        StartupProblem::NoUser => (
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            "no PostgreSQL user name specified in startup packet".to_owned(),
+        ),
+        StartupProblem::BadName(n) => (
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid startup parameter name {n:?}"),
+        ),
+        StartupProblem::Replication => (
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported by pgpilot".to_owned(),
+        ),
+    };
+    SessionError::Limit { code, message }
+}
+
+/// A pool failure during login is fatal for the login (unknown database,
+/// server down), reported with the server's own SQLSTATE when it has one.
+fn login_pool_error(e: pgpilot_pool::Error) -> SessionError {
+    match e {
+        pgpilot_pool::Error::Server { fields, .. } => SessionError::Auth(fields),
+        other => SessionError::Limit {
+            code: sqlstate::CANNOT_CONNECT_NOW,
+            message: format!("pgpilot: {other}"),
+        },
+    }
+}
+
+/// AuthenticationOk, the server's parameters with the client's own startup
+/// values on top, BackendKeyData and ReadyForQuery.
+fn welcome(
+    out: &mut BytesMut,
+    server_params: &[(String, String)],
+    request: &StartupRequest,
+    pid: i32,
+    key: i32,
+) {
+    backend::authentication(out, auth_code::OK, &[]);
+    for (name, value) in server_params {
+        let own = request
+            .raw
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name));
+        let value = own.map_or(value.as_str(), |(_, v)| v.as_str());
+        backend::parameter_status(out, name, value);
+    }
+    backend::backend_key_data(out, pid, key);
+    backend::ready_for_query(out, TransactionStatus::Idle);
+}

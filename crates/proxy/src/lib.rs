@@ -1,0 +1,73 @@
+//! The data path of pgpilot, in call order:
+//! [`listener`] accepts → [`handshake`] (startup, [`client_auth`], welcome)
+//! → [`session`] event loop → [`client`] handles frontend messages
+//! (checkout, prepared-statement translation) → [`server`] handles backend
+//! messages (response matching, release at ReadyForQuery).
+//!
+//! [`Proxy`] builds the [`Runtime`] and runs the listener plus pool upkeep.
+
+pub mod cancel;
+mod client;
+pub mod client_auth;
+pub mod error;
+pub mod expect;
+pub mod handshake;
+mod io;
+pub mod listener;
+pub mod params;
+pub mod pools;
+mod reset;
+pub mod runtime;
+mod server;
+pub mod session;
+pub mod statements;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgpilot_config::Settings;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use runtime::Runtime;
+
+/// How often pools are maintained (idle expiry, `min_size`).
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
+
+/// A running proxy: its address, its runtime, and its tasks (aborted on drop).
+pub struct RunningProxy {
+    pub addr: SocketAddr,
+    pub rt: Arc<Runtime>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningProxy {
+    /// Binds `settings.listen` and starts accepting clients and maintaining pools.
+    pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
+        let listener = TcpListener::bind(settings.listen).await?;
+        let addr = listener.local_addr()?;
+        let rt = Runtime::new(settings);
+        let tasks = vec![
+            tokio::spawn(listener::accept_loop(rt.clone(), listener)),
+            tokio::spawn({
+                let rt = rt.clone();
+                async move { rt.pools.maintain_forever(MAINTENANCE_PERIOD).await }
+            }),
+        ];
+        Ok(RunningProxy { addr, rt, tasks })
+    }
+
+    /// Stops accepting and maintaining; sessions already running finish on their own.
+    pub fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

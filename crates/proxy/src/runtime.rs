@@ -1,0 +1,89 @@
+//! The one runtime value built at start-up and handed to every task:
+//! live settings (swapped on reload), pools, the SQL analyzer, the
+//! prepared-statement registry, cancel routing and proxy-wide counters.
+//! There are no globals; tests build as many runtimes as they like.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use pgpilot_auth::ScramSecret;
+use pgpilot_config::Settings;
+use pgpilot_sql::Analyzer;
+
+use crate::cancel::CancelRegistry;
+use crate::pools::Pools;
+use crate::statements::StatementRegistry;
+
+/// Bound on distinct query texts whose analysis is cached.
+const ANALYSIS_CACHE: usize = 10_000;
+
+/// Proxy-wide counters not tied to one pool.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Client connections currently open (any phase).
+    pub clients: AtomicUsize,
+    /// Connections refused because `max_client_connections` was reached.
+    pub refused_connections: AtomicU64,
+    /// Client logins that failed authentication.
+    pub auth_failures: AtomicU64,
+    /// Connections closed for protocol violations.
+    pub protocol_errors: AtomicU64,
+    /// Clients pinned to one server for session state.
+    pub pinned_clients: AtomicU64,
+    /// Hidden Parse messages sent to give a server a client's statement.
+    pub prepared_reparses: AtomicU64,
+    /// Cancel requests forwarded to a server.
+    pub cancels_forwarded: AtomicU64,
+}
+
+/// Shared state of one running proxy.
+pub struct Runtime {
+    /// Current settings; replaced whole on reload.
+    pub settings: ArcSwap<Settings>,
+    pub pools: Pools,
+    pub analyzer: Analyzer,
+    pub statements: StatementRegistry,
+    pub cancels: CancelRegistry,
+    pub counters: ProxyCounters,
+    /// SCRAM verifiers derived from plaintext passwords, by (user, password).
+    scram_cache: Mutex<HashMap<(String, String), ScramSecret>>,
+}
+
+impl Runtime {
+    pub fn new(settings: Settings) -> Arc<Runtime> {
+        Arc::new(Runtime {
+            settings: ArcSwap::from_pointee(settings),
+            pools: Pools::default(),
+            analyzer: Analyzer::new(ANALYSIS_CACHE),
+            statements: StatementRegistry::default(),
+            cancels: CancelRegistry::default(),
+            counters: ProxyCounters::default(),
+            scram_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Installs new settings and pushes pool limits to every pool.
+    pub fn reload(&self, settings: Settings) {
+        self.pools.apply(&settings);
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The SCRAM verifier for `user` whose configured secret is `password`
+    /// (a stored verifier is parsed; a plaintext password is derived once).
+    pub fn scram_secret(&self, user: &str, password: &str) -> Option<ScramSecret> {
+        if password.starts_with("SCRAM-SHA-256$") {
+            return ScramSecret::parse(password).ok();
+        }
+        let key = (user.to_owned(), password.to_owned());
+        let mut cache = self.scram_cache.lock();
+        Some(
+            cache
+                .entry(key)
+                .or_insert_with(|| ScramSecret::generate(password))
+                .clone(),
+        )
+    }
+}

@@ -1,0 +1,279 @@
+//! Server → client: what the session does with each backend message.
+//!
+//! Messages are matched against the [`Expect`] queue: answers to the
+//! client's own requests are forwarded (consecutive ones copied as one run),
+//! answers to pgpilot's hidden requests are swallowed, and synthetic answers
+//! are slotted in where they belong. ReadyForQuery closes a transaction:
+//! session effects are committed and the server goes back to the pool.
+
+use bytes::Buf;
+use pgpilot_sql::SessionEffect;
+use pgpilot_wire::backend::{self, TransactionStatus};
+use pgpilot_wire::tag::backend as tag;
+use pgpilot_wire::FrameHeader;
+
+use crate::error::{Result, SessionError};
+use crate::expect::Expect;
+use crate::session::Session;
+
+/// Largest message accepted from a server (PostgreSQL's own limit is 1 GB).
+const MAX_SERVER_MESSAGE: usize = (1 << 30) + (1 << 20);
+
+/// What to do after a message.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// The transaction ended and the server can go back to the pool.
+    Release,
+}
+
+impl Session {
+    /// Handles every complete message in the server's read buffer.
+    pub(crate) fn handle_server_input(&mut self) -> Result<()> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let mut buf = std::mem::take(&mut server.read_buf);
+        let mut pos = 0;
+        let mut flow = Flow::Continue;
+        while flow == Flow::Continue {
+            let header = FrameHeader::complete(&buf[pos..], MAX_SERVER_MESSAGE).map_err(|e| {
+                SessionError::ServerProtocol {
+                    addr: self.server_addr(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let Some(h) = header else { break };
+            flow = self.on_server_message(h.tag, &buf[pos..pos + h.total_len])?;
+            pos += h.total_len;
+        }
+        buf.advance(pos);
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        server.read_buf = buf;
+        if flow == Flow::Release {
+            if !server.read_buf.is_empty() {
+                // Unsolicited bytes after the transaction: never hand them to another client.
+                server.broken = true;
+            }
+            self.release_server();
+        }
+        Ok(())
+    }
+
+    fn server_addr(&self) -> String {
+        self.server
+            .as_ref()
+            .map_or_else(String::new, |s| s.addr.clone())
+    }
+
+    fn desync(&self, what: &str) -> SessionError {
+        SessionError::ServerProtocol {
+            addr: self.server_addr(),
+            reason: format!("unexpected {what}"),
+        }
+    }
+
+    fn on_server_message(&mut self, message_tag: u8, msg: &[u8]) -> Result<Flow> {
+        let hidden = self.expect.head_hidden();
+        match message_tag {
+            tag::DATA_ROW
+            | tag::PARAMETER_STATUS
+            | tag::NOTICE_RESPONSE
+            | tag::NOTIFICATION_RESPONSE
+            | tag::PARAMETER_DESCRIPTION
+            | tag::COPY_DATA
+            | tag::COPY_DONE
+            | tag::COPY_IN_RESPONSE
+            | tag::COPY_OUT_RESPONSE
+            | tag::COPY_BOTH_RESPONSE
+            | tag::FUNCTION_CALL_RESPONSE => self.pass(hidden, msg),
+            tag::READY_FOR_QUERY => return self.on_ready(msg),
+            tag::ERROR_RESPONSE => self.on_error(hidden, msg),
+            tag::PARSE_COMPLETE => self.on_parse_complete(msg)?,
+            tag::BIND_COMPLETE => {
+                self.complete(msg, |e| matches!(e, Expect::Bind), "BindComplete")?
+            }
+            tag::CLOSE_COMPLETE => {
+                self.complete(msg, |e| matches!(e, Expect::Close { .. }), "CloseComplete")?
+            }
+            tag::NO_DATA => self.complete(msg, |e| matches!(e, Expect::Describe), "NoData")?,
+            tag::ROW_DESCRIPTION => self.on_row_description(hidden, msg)?,
+            tag::COMMAND_COMPLETE | tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED => {
+                self.on_command_complete(hidden, msg)?
+            }
+            _ => self.pass(hidden, msg),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Forwards `msg` unless it answers a hidden request.
+    fn pass(&mut self, hidden: bool, msg: &[u8]) {
+        if !hidden {
+            self.client_out.extend_from_slice(msg);
+        }
+    }
+
+    /// Pops the head entry, which must satisfy `is`, forwards `msg` unless
+    /// hidden, then emits any synthetic answers that are now due.
+    fn complete(&mut self, msg: &[u8], is: impl Fn(&Expect) -> bool, what: &str) -> Result<()> {
+        let head = self.expect.pop().ok_or_else(|| self.desync(what))?;
+        if !is(&head) {
+            return Err(self.desync(what));
+        }
+        self.pass(head.hidden(), msg);
+        self.emit_due();
+        Ok(())
+    }
+
+    fn emit_due(&mut self) {
+        let out = &mut self.client_out;
+        self.expect.take_synthetic(|b| out.extend_from_slice(b));
+    }
+
+    fn on_parse_complete(&mut self, msg: &[u8]) -> Result<()> {
+        self.complete(msg, |e| matches!(e, Expect::Parse { .. }), "ParseComplete")
+    }
+
+    fn on_row_description(&mut self, hidden: bool, msg: &[u8]) -> Result<()> {
+        if matches!(self.expect.front(), Some(Expect::Describe)) {
+            return self.complete(msg, |_| true, "RowDescription");
+        }
+        self.pass(hidden, msg);
+        Ok(())
+    }
+
+    fn on_command_complete(&mut self, hidden: bool, msg: &[u8]) -> Result<()> {
+        self.txn.queries += 1;
+        if msg.get(0) == Some(&tag::COMMAND_COMPLETE) && is_rollback(msg) {
+            self.txn.failed = true;
+        }
+        if matches!(self.expect.front(), Some(Expect::Execute)) {
+            return self.complete(msg, |_| true, "CommandComplete");
+        }
+        self.pass(hidden, msg);
+        Ok(())
+    }
+
+    fn on_error(&mut self, hidden: bool, msg: &[u8]) {
+        if hidden {
+            // pgpilot's own request failed: this connection's state is unknown.
+            if let Some(s) = self.server.as_mut() {
+                s.broken = true;
+            }
+            tracing::warn!(error = ?backend::ErrorFields::decode(&msg[5..]).ok(), "hidden request failed on server");
+            if !matches!(self.expect.front(), Some(Expect::Query { .. })) {
+                // A hidden Parse failed: the client's Bind/Describe will never run; tell it why.
+                self.client_out.extend_from_slice(msg);
+            }
+        } else {
+            self.client_out.extend_from_slice(msg);
+        }
+        self.txn.failed = true;
+        if matches!(self.expect.front(), Some(Expect::Query { .. })) {
+            return; // ReadyForQuery ends the simple query.
+        }
+        let (lost, sync_queued) = self.expect.skip_to_sync();
+        if let Some(s) = self.server.as_mut() {
+            for id in lost {
+                s.prepared.remove(id);
+            }
+        }
+        if !sync_queued {
+            self.skip_until_sync = true;
+        }
+    }
+
+    fn on_ready(&mut self, msg: &[u8]) -> Result<Flow> {
+        let status =
+            TransactionStatus::decode(&msg[5..]).map_err(|e| SessionError::ServerProtocol {
+                addr: self.server_addr(),
+                reason: e.to_string(),
+            })?;
+        let head = self
+            .expect
+            .pop()
+            .ok_or_else(|| self.desync("ReadyForQuery"))?;
+        if !matches!(head, Expect::Sync | Expect::Query { .. }) {
+            return Err(self.desync("ReadyForQuery"));
+        }
+        if head.hidden() {
+            self.emit_due();
+            return Ok(Flow::Continue);
+        }
+        self.client_out.extend_from_slice(msg);
+        self.client_status = status;
+        self.emit_due();
+        match status {
+            TransactionStatus::Failed => self.txn.failed = true,
+            TransactionStatus::InTransaction => {}
+            TransactionStatus::Idle => {
+                self.commit_effects();
+                if self.expect.is_empty() && !self.holds_server() {
+                    return Ok(Flow::Release);
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Applies the finished transaction's SET/RESET/DISCARD to the client's
+    /// settings and to the server's record of what it has.
+    fn commit_effects(&mut self) {
+        let effects = std::mem::take(&mut self.txn.effects);
+        let failed = std::mem::replace(&mut self.txn.failed, false);
+        if failed || effects.is_empty() {
+            return;
+        }
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        for effect in effects {
+            match effect {
+                SessionEffect::Set { name, statement } => {
+                    server
+                        .session_settings
+                        .insert(name.clone(), statement.clone());
+                    self.settings.insert(name, statement);
+                }
+                SessionEffect::Reset { name } => {
+                    server.session_settings.remove(&name);
+                    match self.startup_settings.get(&name) {
+                        Some(s) => self.settings.insert(name, s.clone()),
+                        None => self.settings.remove(&name),
+                    };
+                }
+                SessionEffect::ResetAll | SessionEffect::DiscardAll => {
+                    server.session_settings.clear();
+                    self.settings = self.startup_settings.clone();
+                    if effect == SessionEffect::DiscardAll {
+                        server.prepared.clear();
+                        self.statements.clear();
+                    }
+                }
+                SessionEffect::Pin(_) => {}
+            }
+        }
+        if self.holds_server() {
+            self.resync_held_server();
+        }
+    }
+
+    /// A pinned client keeps its server, so settings RESET to startup values
+    /// must be re-applied there now rather than at the next checkout.
+    fn resync_held_server(&mut self) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        if let Some(sql) = crate::params::sync_sql(&self.settings, &server.session_settings) {
+            pgpilot_wire::frontend::query(&mut self.server_out, &sql);
+            self.expect.push(Expect::Query { hidden: true });
+            server.session_settings = self.settings.clone();
+        }
+    }
+}
+
+fn is_rollback(msg: &[u8]) -> bool {
+    backend::command_tag(&msg[5..]).is_ok_and(|t| t == b"ROLLBACK")
+}

@@ -1,0 +1,391 @@
+//! One client's life after login: the event loop that moves bytes between
+//! the client and whichever server it currently holds.
+//!
+//! The loop waits on readiness of both sockets and never blocks on one
+//! direction while the other is full, so large pipelines and COPY cannot
+//! deadlock. Frames are handled by [`crate::client`] (client → server) and
+//! [`crate::server`] (server → client); this file owns the state they share,
+//! server checkout ([`Session::ensure_server`]) and release.
+
+use std::io::ErrorKind::WouldBlock;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use pgpilot_pool::{Pool, PoolStats, PooledConn};
+use pgpilot_sql::{PinReason, SessionEffect};
+use pgpilot_wire::backend::TransactionStatus;
+use tokio::net::TcpStream;
+
+use crate::cancel::{CancelSlot, CancelTarget};
+use crate::error::{Result, SessionError};
+use crate::expect::{Expect, ExpectQueue};
+use crate::handshake::Login;
+use crate::params::{self, Settings};
+use crate::runtime::Runtime;
+use crate::statements::ClientStatements;
+
+/// Stop reading a side while this much is queued for the other.
+const HIGH_WATER: usize = 1 << 20;
+/// Read buffer headroom reserved before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Per-transaction bookkeeping.
+#[derive(Debug)]
+pub(crate) struct Txn {
+    /// Session effects of statements sent in this transaction.
+    pub effects: Vec<SessionEffect>,
+    /// An error or ROLLBACK happened: effects are void.
+    pub failed: bool,
+    /// When the server was checked out.
+    pub started: Instant,
+    /// Queries completed.
+    pub queries: u64,
+}
+
+impl Txn {
+    fn new() -> Txn {
+        Txn {
+            effects: Vec::new(),
+            failed: false,
+            started: Instant::now(),
+            queries: 0,
+        }
+    }
+}
+
+/// A logged-in client session.
+pub struct Session {
+    pub(crate) rt: Arc<Runtime>,
+    pub(crate) client: TcpStream,
+    /// Bytes from the client not yet handled.
+    pub(crate) client_in: BytesMut,
+    /// Bytes for the client not yet written.
+    pub(crate) client_out: BytesMut,
+    pub(crate) pool: Pool,
+    /// The server connection held for the current transaction, if any.
+    pub(crate) server: Option<PooledConn>,
+    /// Bytes for the server not yet written.
+    pub(crate) server_out: BytesMut,
+    /// Responses awaited from the server, in order.
+    pub(crate) expect: ExpectQueue,
+    /// The client's named prepared statements.
+    pub(crate) statements: ClientStatements,
+    /// The client's current session settings.
+    pub(crate) settings: Settings,
+    /// The settings from its startup packet (what RESET returns to).
+    pub(crate) startup_settings: Settings,
+    /// Set once the client did something that ties it to its server.
+    pub(crate) pinned: Option<PinReason>,
+    /// Session pool mode: the server is held until disconnect.
+    pub(crate) session_mode: bool,
+    /// Drop client messages until the next Sync (after an extended-protocol error).
+    pub(crate) skip_until_sync: bool,
+    /// Transaction status last reported to the client.
+    pub(crate) client_status: TransactionStatus,
+    pub(crate) txn: Txn,
+    /// Largest client message accepted.
+    pub(crate) max_message: usize,
+    /// Prepared statements kept per server connection.
+    pub(crate) max_prepared: usize,
+    pub(crate) pid: i32,
+    pub(crate) cancel: Arc<CancelSlot>,
+    /// Bytes moved since the last stats flush.
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+}
+
+/// What woke the loop.
+enum Event {
+    ClientReadable,
+    ServerReadable,
+    ClientWritable,
+    ServerWritable,
+}
+
+impl Session {
+    pub fn new(rt: Arc<Runtime>, client: TcpStream, login: Login) -> Session {
+        let settings = rt.settings.load();
+        let startup = login.request.settings.clone();
+        let session = Session {
+            client,
+            client_in: login.leftover,
+            client_out: BytesMut::new(),
+            pool: login.pool,
+            server: login.server,
+            server_out: BytesMut::new(),
+            expect: ExpectQueue::default(),
+            statements: ClientStatements::default(),
+            settings: startup.clone(),
+            startup_settings: startup,
+            pinned: None,
+            session_mode: settings.pool.mode == pgpilot_config::PoolMode::Session,
+            skip_until_sync: false,
+            client_status: TransactionStatus::Idle,
+            txn: Txn::new(),
+            max_message: settings.max_message_size,
+            max_prepared: settings.pool.max_prepared_statements,
+            pid: login.pid,
+            cancel: login.cancel,
+            bytes_in: 0,
+            bytes_out: 0,
+            rt: rt.clone(),
+        };
+        session.pool.stats().clients.fetch_add(1, Relaxed);
+        session
+    }
+
+    /// Serves the client until it leaves or a fatal error; always cleans up.
+    pub async fn run(mut self) {
+        if let Some(server) = self.server.as_ref() {
+            let target = CancelTarget {
+                addr: server.addr.clone(),
+                pid: server.pid,
+                key: server.key,
+            };
+            self.cancel.set(Some(target));
+        }
+        let result = self.serve().await;
+        if let Err(e) = &result {
+            self.report(e).await;
+        }
+        self.finish().await;
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        self.handle_client_input().await?;
+        loop {
+            self.try_flush()?;
+            match self.next_event().await? {
+                None => return Ok(()),
+                Some(Event::ClientReadable) => {
+                    if !self.read_client()? {
+                        return Ok(());
+                    }
+                    if !self.handle_client_input().await? {
+                        return Ok(());
+                    }
+                }
+                Some(Event::ServerReadable) => self.read_server()?,
+                Some(Event::ClientWritable) => self.write_client()?,
+                Some(Event::ServerWritable) => self.write_server()?,
+            }
+        }
+    }
+
+    /// Waits for the next socket that can make progress.
+    async fn next_event(&self) -> Result<Option<Event>> {
+        let server = self.server.as_ref().map(|s| &s.stream);
+        let read_client = self.server_out.len() < HIGH_WATER && self.client_out.len() < HIGH_WATER;
+        let read_server = server.is_some() && self.client_out.len() < HIGH_WATER;
+        let write_client = !self.client_out.is_empty();
+        let write_server = server.is_some() && !self.server_out.is_empty();
+        let client_io = |r: std::io::Result<()>| r.map_err(SessionError::ClientIo);
+        let server_io = |r: std::io::Result<()>| r.map_err(|e| self.server_io(e));
+        tokio::select! {
+            r = self.client.readable(), if read_client => client_io(r).map(|_| Some(Event::ClientReadable)),
+            r = readable(server), if read_server => server_io(r).map(|_| Some(Event::ServerReadable)),
+            r = self.client.writable(), if write_client => client_io(r).map(|_| Some(Event::ClientWritable)),
+            r = writable(server), if write_server => server_io(r).map(|_| Some(Event::ServerWritable)),
+            else => Ok(None),
+        }
+    }
+
+    pub(crate) fn server_io(&self, source: std::io::Error) -> SessionError {
+        let addr = self
+            .server
+            .as_ref()
+            .map_or_else(String::new, |s| s.addr.clone());
+        SessionError::ServerIo { addr, source }
+    }
+
+    /// Reads what the client sent; false at end of stream.
+    fn read_client(&mut self) -> Result<bool> {
+        self.client_in.reserve(READ_CHUNK);
+        match self.client.try_read_buf(&mut self.client_in) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.bytes_in += n as u64;
+                Ok(true)
+            }
+            Err(e) if e.kind() == WouldBlock => Ok(true),
+            Err(e) => Err(SessionError::ClientIo(e)),
+        }
+    }
+
+    /// Handles every complete client message buffered; false on Terminate.
+    async fn handle_client_input(&mut self) -> Result<bool> {
+        while let Some(frame) = pgpilot_wire::Frame::split(&mut self.client_in, self.max_message)
+            .map_err(SessionError::ClientProtocol)?
+        {
+            if !self.on_client_frame(frame).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn read_server(&mut self) -> Result<()> {
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        server.read_buf.reserve(READ_CHUNK);
+        match server.stream.try_read_buf(&mut server.read_buf) {
+            Ok(0) => Err(self.server_io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "server closed the connection unexpectedly",
+            ))),
+            Ok(_) => self.handle_server_input(),
+            Err(e) if e.kind() == WouldBlock => Ok(()),
+            Err(e) => Err(self.server_io(e)),
+        }
+    }
+
+    fn write_client(&mut self) -> Result<()> {
+        match self.client.try_write(&self.client_out) {
+            Ok(n) => {
+                self.bytes_out += n as u64;
+                self.client_out.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == WouldBlock => Ok(()),
+            Err(e) => Err(SessionError::ClientIo(e)),
+        }
+    }
+
+    fn write_server(&mut self) -> Result<()> {
+        let Some(server) = self.server.as_ref() else {
+            return Ok(());
+        };
+        match server.stream.try_write(&self.server_out) {
+            Ok(n) => {
+                self.server_out.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == WouldBlock => Ok(()),
+            Err(e) => Err(self.server_io(e)),
+        }
+    }
+
+    /// Writes what can be written without waiting.
+    fn try_flush(&mut self) -> Result<()> {
+        if !self.server_out.is_empty() {
+            self.write_server()?;
+        }
+        if !self.client_out.is_empty() {
+            self.write_client()?;
+        }
+        Ok(())
+    }
+
+    /// Checks out a server if the session has none, and brings its settings
+    /// in line with the client's (a hidden `SET …` ahead of the client's
+    /// messages).
+    pub(crate) async fn ensure_server(&mut self) -> std::result::Result<(), pgpilot_pool::Error> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        let mut conn = self.pool.checkout().await?;
+        self.cancel.set(Some(CancelTarget {
+            addr: conn.addr.clone(),
+            pid: conn.pid,
+            key: conn.key,
+        }));
+        if let Some(sql) = params::sync_sql(&self.settings, &conn.session_settings) {
+            pgpilot_wire::frontend::query(&mut self.server_out, &sql);
+            self.expect.push(Expect::Query { hidden: true });
+            conn.session_settings = self.settings.clone();
+        }
+        self.txn = Txn::new();
+        self.server = Some(conn);
+        Ok(())
+    }
+
+    /// Whether the server stays with this client after the transaction.
+    pub(crate) fn holds_server(&self) -> bool {
+        self.session_mode || self.pinned.is_some()
+    }
+
+    /// Returns the server to the pool at the end of a transaction.
+    pub(crate) fn release_server(&mut self) {
+        let Some(conn) = self.server.take() else {
+            return;
+        };
+        self.cancel.set(None);
+        self.flush_stats(&conn);
+        drop(conn);
+    }
+
+    fn flush_stats(&mut self, conn: &PooledConn) {
+        let stats = conn.pool().stats();
+        let held = self.txn.started.elapsed().as_micros() as u64;
+        PoolStats::add(&stats.xact_count, 1);
+        PoolStats::add(&stats.xact_time_us, held);
+        PoolStats::add(&stats.query_count, self.txn.queries);
+        PoolStats::add(&stats.query_time_us, held);
+        PoolStats::add(&stats.bytes_received, std::mem::take(&mut self.bytes_in));
+        PoolStats::add(&stats.bytes_sent, std::mem::take(&mut self.bytes_out));
+        self.txn.queries = 0;
+    }
+
+    /// Tells the client about a fatal error, best effort.
+    async fn report(&mut self, e: &SessionError) {
+        use tokio::io::AsyncWriteExt;
+        match e {
+            SessionError::ClientIo(_) => return,
+            SessionError::ClientProtocol(_) | SessionError::Unexpected(_) => {
+                self.rt.counters.protocol_errors.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+        tracing::debug!(pid = self.pid, error = %e, "session ended with error");
+        let mut out = std::mem::take(&mut self.client_out);
+        e.respond(&mut out);
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.client.write_all(&out),
+        )
+        .await;
+    }
+
+    /// Returns or closes the server and unregisters the client.
+    async fn finish(&mut self) {
+        self.rt.cancels.unregister(self.pid);
+        self.pool.stats().clients.fetch_sub(1, Relaxed);
+        PoolStats::add(
+            &self.pool.stats().bytes_received,
+            std::mem::take(&mut self.bytes_in),
+        );
+        PoolStats::add(
+            &self.pool.stats().bytes_sent,
+            std::mem::take(&mut self.bytes_out),
+        );
+        let Some(mut conn) = self.server.take() else {
+            return;
+        };
+        let clean = self.expect.is_empty()
+            && self.client_status == TransactionStatus::Idle
+            && self.server_out.is_empty();
+        if !clean {
+            conn.broken = true;
+        } else if self.holds_server() {
+            let reset = self.rt.settings.load().pool.server_reset_query.clone();
+            crate::reset::reset_server(&mut conn, &reset).await;
+        }
+    }
+}
+
+async fn readable(s: Option<&TcpStream>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(s: Option<&TcpStream>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.writable().await,
+        None => std::future::pending().await,
+    }
+}
