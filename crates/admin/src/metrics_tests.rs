@@ -268,3 +268,30 @@ fn parser_rejects_malformed_lines() {
     assert!(parse_sample("m not-a-number").is_err());
     assert!(parse_sample("m{a=\"v\"} 1").is_ok());
 }
+
+#[test]
+fn proxy_figures_are_read_from_the_runtime() {
+    let settings = pgpilot_config::from_toml_str(
+        "[upstream]\nprimary = \"db:5432\"\n[[users]]\nname = \"a\"\nauth = \"trust\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rt = Runtime::new(settings);
+    rt.counters.auth_failures.fetch_add(3, Relaxed);
+    rt.counters.clients.fetch_add(2, Relaxed);
+    let proxy = proxy_samples(&rt);
+    let samples = parse(&render(&[], &proxy));
+    let get = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);
+    assert_eq!(get("pgpilot_auth_failures_total"), Some(3.0));
+    assert_eq!(get("pgpilot_clients"), Some(2.0));
+    assert_eq!(get("pgpilot_prepared_statements"), Some(0.0));
+    assert_eq!(get("pgpilot_parse_cache_entries"), Some(0.0));
+    assert_eq!(samples.len(), 9);
+    for s in &proxy {
+        assert_eq!(
+            s.kind == Kind::Counter,
+            s.name.ends_with("_total"),
+            "{}",
+            s.name
+        );
+    }
+}

@@ -1,1 +1,70 @@
-fn main() {}
+//! The `pgpilot` binary: command line → settings → run.
+//!
+//! `pgpilot proxy` runs the proxy (quick start flags or a TOML config);
+//! `pgpilot demo` runs it in front of a throwaway local PostgreSQL with a
+//! short workload. Errors print their whole cause chain.
+
+mod demo;
+mod proxy_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// pgpilot: a PostgreSQL performance proxy.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Proxy(proxy_cmd::ProxyArgs),
+    /// Start a throwaway PostgreSQL primary + replica, pgpilot in front, and a short workload.
+    Demo(demo::DemoArgs),
+    /// Check a configuration file and print the settings it yields.
+    CheckConfig {
+        /// The TOML file.
+        path: std::path::PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Proxy(args) => run_async(proxy_cmd::run(args)),
+        Command::Demo(args) => run_async(demo::run(args)),
+        Command::CheckConfig { path } => check_config(&path),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgpilot: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(fut)
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let settings = pgpilot_config::load(path)?;
+    println!("{settings:#?}");
+    Ok(())
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PGPILOT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+pub mod wire_client;
+
 use pgpilot_proxy::RunningProxy;
 use pgpilot_testkit::{Cluster, ClusterOptions, APP_DB, APP_PASSWORD, APP_USER};
 use tokio_postgres::{Client, NoTls};
@@ -100,4 +103,124 @@ pub async fn connect(conn_str: &str) -> Client {
         let _ = conn.await;
     });
     client
+}
+
+/// Everything a test may add to the generated settings, for
+/// [`Env::start_setup`] and [`Env::settings_for`].
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub cluster: ClusterOptions,
+    /// Top-level keys (`max_client_connections = 3`), placed before any table.
+    pub top: String,
+    /// Lines of the `[pool]` table.
+    pub pool: String,
+    /// Lines appended inside the first `[[users]]` table (the app user).
+    pub app_user: String,
+    /// Whole extra `[[users]]` tables, appended after the app user's.
+    pub extra_users: String,
+}
+
+impl Setup {
+    /// A setup with the given `[pool]` lines and nothing else.
+    pub fn pool(pool: &str) -> Setup {
+        Setup {
+            pool: pool.to_owned(),
+            ..Setup::default()
+        }
+    }
+}
+
+/// Settings TOML for a proxy in front of `port` as described by `setup`.
+pub fn setup_toml(port: u16, setup: &Setup) -> String {
+    let Setup {
+        top,
+        pool,
+        app_user,
+        extra_users,
+        ..
+    } = setup;
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+admin_listen = "off"
+startup_timeout = "2s"
+{top}
+[pool]
+{pool}
+[upstream]
+primary = "127.0.0.1:{port}"
+[[users]]
+name = "{APP_USER}"
+password = "{APP_PASSWORD}"
+{app_user}
+{extra_users}
+"#
+    )
+}
+
+impl Env {
+    /// A cluster and a proxy configured by `setup` (top-level keys, extra
+    /// `[[users]]` tables…).
+    pub async fn start_setup(setup: Setup) -> Env {
+        let opts = setup.cluster.clone();
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start(opts))
+            .await
+            .expect("cluster start task")
+            .unwrap_or_else(|e| panic!("could not start PostgreSQL: {e}"));
+        let toml = setup_toml(cluster.primary.port, &setup);
+        let settings = pgpilot_config::from_toml_str(&toml)
+            .unwrap_or_else(|e| panic!("bad test settings: {e}"));
+        let proxy = RunningProxy::start(settings).await.expect("proxy starts");
+        Env { proxy, cluster }
+    }
+
+    /// Validated settings for this environment's cluster as described by
+    /// `setup`, e.g. to hand to `env.proxy.rt.reload`. `listen` is port 0:
+    /// reload does not rebind.
+    pub fn settings_for(&self, setup: &Setup) -> pgpilot_config::Settings {
+        let toml = setup_toml(self.cluster.primary.port, setup);
+        pgpilot_config::from_toml_str(&toml).unwrap_or_else(|e| panic!("bad test settings: {e}"))
+    }
+
+    /// libpq-style connection string to the proxy as `user` with
+    /// `password` (none for trust) on `db`, plus `extra` key=value pairs.
+    pub fn conn_str_as(&self, user: &str, password: Option<&str>, db: &str, extra: &str) -> String {
+        let password = password.map_or_else(String::new, |p| format!(" password={p}"));
+        format!(
+            "host=127.0.0.1 port={} user={user}{password} dbname={db} {extra}",
+            self.port()
+        )
+    }
+}
+
+/// Connects with `conn_str`; the driver's error (with the server's SQLSTATE,
+/// if it sent one) when the login fails.
+pub async fn try_connect(conn_str: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(conn_str, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE of a driver error, or a panic naming the error when it has none.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    match e.code() {
+        Some(code) => code.code().to_owned(),
+        None => panic!("expected a server error with a SQLSTATE, got: {e:?}"),
+    }
+}
+
+/// The single value of a one-row, one-column simple query, as text.
+pub async fn one_value(client: &Client, sql: &str) -> Option<String> {
+    let rows = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
 }
