@@ -4,6 +4,7 @@
 //! `pgpilot demo` runs it in front of a throwaway local PostgreSQL with a
 //! short workload. Errors print their whole cause chain.
 
+mod cluster_cmd;
 mod demo;
 mod proxy_cmd;
 
@@ -28,6 +29,9 @@ enum Command {
         /// The TOML file.
         path: std::path::PathBuf,
     },
+    /// Start a throwaway PostgreSQL cluster for scripts (bench/); print its ports as JSON and hold it until SIGTERM, SIGINT or stdin EOF.
+    #[command(hide = true)]
+    Cluster(cluster_cmd::ClusterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxy(args) => run_async(proxy_cmd::run(args)),
         Command::Demo(args) => run_async(demo::run(args)),
         Command::CheckConfig { path } => check_config(&path),
+        Command::Cluster(args) => cluster_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

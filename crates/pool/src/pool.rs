@@ -17,6 +17,9 @@ use crate::login::{self, LoginParams};
 use crate::server::ServerConn;
 use crate::stats::{PoolSnapshot, PoolStats};
 
+/// ParameterStatus name/value pairs a server reported at login.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 /// Which pool: the client's database and user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
@@ -51,6 +54,8 @@ pub struct PoolLimits {
 const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// What a waiting client is handed.
+// Not boxed: a Box would cost an allocation on every checkout and return.
+#[allow(clippy::large_enum_variant)]
 enum Grant {
     /// An idle connection.
     Conn(ServerConn),
@@ -83,6 +88,9 @@ struct Inner {
     limits: RwLock<PoolLimits>,
     state: Mutex<State>,
     stats: PoolStats,
+    /// ParameterStatus values of the first successful login, shown to
+    /// clients at their own login without a checkout.
+    server_params: RwLock<Option<ServerParams>>,
 }
 
 /// A cheaply clonable handle to one pool.
@@ -107,12 +115,18 @@ impl Pool {
                 limits: RwLock::new(limits),
                 state: Mutex::new(State::default()),
                 stats: PoolStats::default(),
+                server_params: RwLock::new(None),
             }),
         }
     }
 
     pub fn key(&self) -> &PoolKey {
         &self.inner.key
+    }
+
+    /// The server's ParameterStatus values, once any connection logged in.
+    pub fn server_params(&self) -> Option<ServerParams> {
+        self.inner.server_params.read().clone()
     }
 
     pub fn stats(&self) -> &PoolStats {
@@ -225,6 +239,12 @@ impl Pool {
         let timeout = self.inner.limits.read().connect_timeout;
         let result = login::connect(&login, timeout).await;
         self.inner.state.lock().connecting -= 1;
+        if let Ok(conn) = &result {
+            let mut params = self.inner.server_params.write();
+            if params.is_none() {
+                *params = Some(Arc::new(conn.startup_params.clone()));
+            }
+        }
         if result.is_err() {
             PoolStats::add(&self.inner.stats.connect_errors, 1);
             self.free_slot();

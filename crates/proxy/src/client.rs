@@ -154,6 +154,7 @@ impl Session {
                     &frame.raw,
                     Some(Expect::Parse {
                         stmt: None,
+                        client_name: None,
                         hidden: false,
                     }),
                 )
@@ -172,12 +173,14 @@ impl Session {
             return Ok(());
         }
         if !self.server_ready().await {
+            // The Parse never reached a server: the name stays free.
+            self.statements.remove(parse.name);
             return Ok(());
         }
         if self.server_has(&stmt) {
             self.emit(Self::empty_bytes(btag::PARSE_COMPLETE));
         } else {
-            self.prepare_on_server(&stmt, false);
+            self.prepare_on_server(&stmt, Some(parse.name));
         }
         Ok(())
     }
@@ -191,7 +194,10 @@ impl Session {
 
     /// Sends a Parse of `stmt` under its server name, first closing the
     /// server's least recently used statement when over the limit.
-    fn prepare_on_server(&mut self, stmt: &Statement, hidden: bool) {
+    /// `client_name` is the client's name for it when this is the client's
+    /// own Parse, `None` for a hidden re-Parse.
+    fn prepare_on_server(&mut self, stmt: &Statement, client_name: Option<&[u8]>) {
+        let hidden = client_name.is_none();
         let Some(server) = self.server.as_mut() else {
             return;
         };
@@ -208,6 +214,7 @@ impl Session {
         encode_parse(&mut self.server_out, stmt);
         self.expect.push(Expect::Parse {
             stmt: Some(stmt.id),
+            client_name: client_name.map(Bytes::copy_from_slice),
             hidden,
         });
         if hidden {
@@ -233,7 +240,7 @@ impl Session {
             return None;
         }
         if !self.server_has(&stmt) {
-            self.prepare_on_server(&stmt, true);
+            self.prepare_on_server(&stmt, None);
         }
         Some(stmt)
     }

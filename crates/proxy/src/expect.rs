@@ -16,8 +16,14 @@ use bytes::Bytes;
 /// One awaited response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// ParseComplete. `stmt` is the pgpilot statement id for named statements.
-    Parse { stmt: Option<u64>, hidden: bool },
+    /// ParseComplete. `stmt` is the pgpilot statement id for named
+    /// statements; `client_name` the name the client chose, when the Parse
+    /// is the client's own (so a failed one can free the name again).
+    Parse {
+        stmt: Option<u64>,
+        client_name: Option<Bytes>,
+        hidden: bool,
+    },
     /// BindComplete.
     Bind,
     /// RowDescription or NoData (after an optional ParameterDescription).
@@ -44,6 +50,15 @@ impl Expect {
                 | Expect::Query { hidden: true }
         )
     }
+}
+
+/// A named Parse the server did not carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostParse {
+    /// The pgpilot statement the server does not have after all.
+    pub stmt: u64,
+    /// The client's name for it, when the Parse was the client's own.
+    pub client_name: Option<Bytes>,
 }
 
 /// The awaited responses, oldest first.
@@ -84,17 +99,23 @@ impl ExpectQueue {
     }
 
     /// After an ErrorResponse in an extended-protocol batch, the server skips
-    /// everything up to the next Sync: drop those entries. Returns the
-    /// statement ids whose Parse was skipped, and whether a Sync is queued.
-    pub fn skip_to_sync(&mut self) -> (Vec<u64>, bool) {
+    /// everything up to the next Sync: drop those entries. Returns the named
+    /// Parses that failed or were skipped, and whether a Sync is queued.
+    pub fn skip_to_sync(&mut self) -> (Vec<LostParse>, bool) {
         let mut lost = Vec::new();
-        while let Some(front) = self.items.front() {
+        while let Some(front) = self.items.pop_front() {
             match front {
-                Expect::Sync => return (lost, true),
-                Expect::Parse { stmt: Some(id), .. } => lost.push(*id),
+                Expect::Sync => {
+                    self.items.push_front(Expect::Sync);
+                    return (lost, true);
+                }
+                Expect::Parse {
+                    stmt: Some(stmt),
+                    client_name,
+                    ..
+                } => lost.push(LostParse { stmt, client_name }),
                 _ => {}
             }
-            self.items.pop_front();
         }
         (lost, false)
     }
@@ -121,14 +142,24 @@ mod tests {
         let mut q = ExpectQueue::default();
         q.push(Expect::Parse {
             stmt: Some(7),
+            client_name: None,
             hidden: true,
+        });
+        q.push(Expect::Parse {
+            stmt: Some(8),
+            client_name: Some(Bytes::from_static(b"s8")),
+            hidden: false,
         });
         q.push(Expect::Bind);
         q.push(Expect::Synthetic(Bytes::from_static(b"x")));
         q.push(Expect::Sync);
         q.push(Expect::Execute);
         let (lost, found) = q.skip_to_sync();
-        assert_eq!(lost, vec![7]);
+        let lost: Vec<_> = lost
+            .iter()
+            .map(|l| (l.stmt, l.client_name.clone()))
+            .collect();
+        assert_eq!(lost, vec![(7, None), (8, Some(Bytes::from_static(b"s8")))]);
         assert!(found);
         assert_eq!(q.pop(), Some(Expect::Sync));
         assert_eq!(q.pop(), Some(Expect::Execute));

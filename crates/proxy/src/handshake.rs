@@ -53,21 +53,31 @@ pub async fn handshake(rt: &Runtime, stream: &mut TcpStream) -> Result<Option<Lo
         return Err(e);
     }
     let pool = rt.pools.get(&settings, user, &request.database);
-    let server = pool.checkout().await.map_err(login_pool_error)?;
+    let session_mode = settings.pool.mode == pgpilot_config::PoolMode::Session;
+    // A pool that has never logged in checks the database and credentials
+    // now, so that an unknown database fails the login with 3D000.
+    let server = match (session_mode, pool.server_params()) {
+        (false, Some(_)) => None,
+        _ => Some(pool.checkout().await.map_err(login_pool_error)?),
+    };
+    let params = match (&server, pool.server_params()) {
+        (Some(conn), _) => std::sync::Arc::new(conn.startup_params.clone()),
+        (None, Some(p)) => p,
+        (None, None) => std::sync::Arc::new(Vec::new()),
+    };
     let (pid, key, cancel) = rt.cancels.register();
     let mut out = BytesMut::with_capacity(512);
-    welcome(&mut out, &server.startup_params, &request, pid, key);
+    welcome(&mut out, &params, &request, pid, key);
     if let Err(e) = write_all(stream, &out).await {
         rt.cancels.unregister(pid);
         return Err(e);
     }
-    let keep = settings.pool.mode == pgpilot_config::PoolMode::Session;
     Ok(Some(Login {
         request,
         pool,
         pid,
         cancel,
-        server: keep.then_some(server),
+        server: if session_mode { server } else { None },
         leftover: buf,
     }))
 }

@@ -146,7 +146,7 @@ impl Session {
 
     fn on_command_complete(&mut self, hidden: bool, msg: &[u8]) -> Result<()> {
         self.txn.queries += 1;
-        if msg.get(0) == Some(&tag::COMMAND_COMPLETE) && is_rollback(msg) {
+        if msg.first() == Some(&tag::COMMAND_COMPLETE) && is_rollback(msg) {
             self.txn.failed = true;
         }
         if matches!(self.expect.front(), Some(Expect::Execute)) {
@@ -175,9 +175,13 @@ impl Session {
             return; // ReadyForQuery ends the simple query.
         }
         let (lost, sync_queued) = self.expect.skip_to_sync();
-        if let Some(s) = self.server.as_mut() {
-            for id in lost {
-                s.prepared.remove(id);
+        for parse in lost {
+            if let Some(s) = self.server.as_mut() {
+                s.prepared.remove(parse.stmt);
+            }
+            // PostgreSQL did not create the client's statement: its name is free.
+            if let Some(name) = parse.client_name {
+                self.statements.remove_if(&name, parse.stmt);
             }
         }
         if !sync_queued {

@@ -31,9 +31,12 @@ pub struct StatementRegistry {
     inner: Mutex<RegistryInner>,
 }
 
+/// (query text, parameter types).
+type StatementKey = (Box<[u8]>, Box<[u8]>);
+
 #[derive(Default)]
 struct RegistryInner {
-    by_text: HashMap<(Box<[u8]>, Box<[u8]>), Arc<Statement>>,
+    by_text: HashMap<StatementKey, Arc<Statement>>,
     next_id: u64,
 }
 
@@ -89,6 +92,13 @@ impl ClientStatements {
 
     pub fn remove(&mut self, name: &[u8]) {
         self.by_name.remove(name);
+    }
+
+    /// Removes `name` if it still names statement `id` (its Parse failed).
+    pub fn remove_if(&mut self, name: &[u8], id: u64) {
+        if self.by_name.get(name).is_some_and(|s| s.id == id) {
+            self.by_name.remove(name);
+        }
     }
 
     pub fn clear(&mut self) {
