@@ -112,7 +112,7 @@ impl Session {
             return;
         };
         let analysis = self.rt.analyzer.analyze(sql);
-        for effect in &analysis.effects {
+        for effect in analysis.effects.iter() {
             if let SessionEffect::Pin(reason) = effect {
                 if self.pinned.is_none() {
                     self.pinned = Some(*reason);

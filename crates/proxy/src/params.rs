@@ -124,9 +124,16 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
-/// `SET name = 'value'` with the value quoted as a literal.
+/// The statement that applies a startup parameter as PostgreSQL applies
+/// `-c name=value` at login: `set_config` takes the value as the setting's
+/// text, so a list such as `search_path=a,b` keeps two elements (in
+/// `SET search_path = 'a,b'` the quoted value is one identifier, `"a,b"`).
+/// `name` must have passed [`valid_name`].
 pub fn set_statement(name: &str, value: &str) -> String {
-    format!("SET {name} = '{}'", value.replace('\'', "''"))
+    format!(
+        "SELECT pg_catalog.set_config('{name}', '{}', false)",
+        value.replace('\'', "''")
+    )
 }
 
 /// The SQL that turns a server's settings into the client's, or `None`
@@ -171,12 +178,15 @@ mod tests {
         assert_eq!(r.database, "app");
         assert_eq!(
             r.settings["application_name"],
-            "SET application_name = 'it''s'"
+            "SELECT pg_catalog.set_config('application_name', 'it''s', false)"
         );
-        assert_eq!(r.settings["search_path"], "SET search_path = 'a,b'");
+        assert_eq!(
+            r.settings["search_path"],
+            "SELECT pg_catalog.set_config('search_path', 'a,b', false)"
+        );
         assert_eq!(
             r.settings["statement_timeout"],
-            "SET statement_timeout = '5s'"
+            "SELECT pg_catalog.set_config('statement_timeout', '5s', false)"
         );
     }
 

@@ -138,13 +138,10 @@ impl Session {
 
     /// Serves the client until it leaves or a fatal error; always cleans up.
     pub async fn run(mut self) {
-        if let Some(server) = self.server.as_ref() {
-            let target = CancelTarget {
-                addr: server.addr.clone(),
-                pid: server.pid,
-                key: server.key,
-            };
-            self.cancel.set(Some(target));
+        // Session mode: the server from the login, which still needs the
+        // client's startup settings.
+        if let Some(server) = self.server.take() {
+            self.adopt_server(server);
         }
         let result = self.serve().await;
         if let Err(e) = &result {
@@ -279,14 +276,29 @@ impl Session {
         Ok(())
     }
 
-    /// Checks out a server if the session has none, and brings its settings
-    /// in line with the client's (a hidden `SET …` ahead of the client's
-    /// messages).
+    /// Checks out a server if the session has none (see [`Session::adopt_server`]).
     pub(crate) async fn ensure_server(&mut self) -> std::result::Result<(), pgpilot_pool::Error> {
         if self.server.is_some() {
             return Ok(());
         }
-        let mut conn = self.pool.checkout().await?;
+        match self.pool.checkout().await {
+            Ok(conn) => {
+                self.adopt_server(conn);
+                Ok(())
+            }
+            Err(e) => {
+                // The message that needed a server will not run, nor will its effects.
+                self.txn.effects.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes `conn` the session's server: routes cancels to it and brings
+    /// its settings in line with the client's (a hidden `SET …` ahead of the
+    /// client's messages). The effects already noted for the message that
+    /// needed the server belong to the transaction that starts now.
+    fn adopt_server(&mut self, mut conn: PooledConn) {
         self.cancel.set(Some(CancelTarget {
             addr: conn.addr.clone(),
             pid: conn.pid,
@@ -297,9 +309,12 @@ impl Session {
             self.expect.push(Expect::Query { hidden: true });
             conn.session_settings = self.settings.clone();
         }
-        self.txn = Txn::new();
+        let effects = std::mem::take(&mut self.txn.effects);
+        self.txn = Txn {
+            effects,
+            ..Txn::new()
+        };
         self.server = Some(conn);
-        Ok(())
     }
 
     /// Whether the server stays with this client after the transaction.

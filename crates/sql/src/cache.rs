@@ -1,44 +1,46 @@
-//! A bounded map from query text to its [`Analysis`](crate::Analysis).
+//! A bounded map for analysis results (parse cache).
 //!
 //! Hashing a query costs tens of nanoseconds; parsing it tens of
 //! microseconds. When full, an arbitrary half is dropped: simple, O(1)
 //! amortized, and good enough for a cache whose misses are only slower.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::Hash;
 
 use parking_lot::Mutex;
 
-use crate::Analysis;
-
-/// Query text → analysis, at most `capacity` entries.
-pub struct AnalysisCache {
-    map: Mutex<HashMap<Box<str>, Arc<Analysis>>>,
+/// Key → value, at most `capacity` entries.
+pub struct AnalysisCache<K, V> {
+    map: Mutex<HashMap<K, V>>,
     capacity: usize,
 }
 
-impl AnalysisCache {
-    pub fn new(capacity: usize) -> AnalysisCache {
+impl<K: Eq + Hash + Clone, V: Clone> AnalysisCache<K, V> {
+    pub fn new(capacity: usize) -> AnalysisCache<K, V> {
         AnalysisCache {
             map: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
         }
     }
 
-    pub fn get(&self, sql: &str) -> Option<Arc<Analysis>> {
-        self.map.lock().get(sql).cloned()
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.lock().get(key).cloned()
     }
 
-    pub fn insert(&self, sql: &str, analysis: Arc<Analysis>) {
+    pub fn insert(&self, key: K, value: V) {
         let mut map = self.map.lock();
         if map.len() >= self.capacity {
-            let drop_n = map.len() / 2 + 1;
-            let victims: Vec<Box<str>> = map.keys().take(drop_n).cloned().collect();
+            let victims: Vec<K> = map.keys().take(map.len() / 2 + 1).cloned().collect();
             for k in victims {
                 map.remove(&k);
             }
         }
-        map.insert(sql.into(), analysis);
+        map.insert(key, value);
     }
 
     pub fn len(&self) -> usize {
@@ -56,11 +58,11 @@ mod tests {
 
     #[test]
     fn stays_bounded() {
-        let c = AnalysisCache::new(10);
+        let c: AnalysisCache<String, u32> = AnalysisCache::new(10);
         for i in 0..100 {
-            c.insert(&format!("q{i}"), Arc::new(Analysis::default()));
+            c.insert(format!("q{i}"), i);
             assert!(c.len() <= 10);
         }
-        assert!(c.get("q99").is_some());
+        assert_eq!(c.get("q99"), Some(99));
     }
 }

@@ -1,10 +1,11 @@
-//! A conservative lexical pre-check that lets ordinary statements skip the
-//! parser entirely.
+//! One lexical pass over a query string, so the hot path rarely parses.
 //!
 //! It tokenizes just enough of PostgreSQL's lexical grammar (comments,
-//! string and dollar quoting, quoted identifiers) to find the first keyword
-//! of each statement and every bare word. A `true` answer means "parse it";
-//! `false` is only returned when no statement can change session state.
+//! string and dollar quoting, quoted identifiers, numbers) to compute a
+//! normalized key (literals and comments removed: the parse-cache key), to
+//! decide conservatively whether any statement could change session state
+//! (only then is the exact text parsed for its effects), and to read
+//! `pgpilot:` hints out of comments.
 
 /// First words of statements that may change session state.
 const START_WORDS: &[&str] = &[
@@ -22,52 +23,147 @@ const ANYWHERE_WORDS: &[&str] = &[
     "pg_try_advisory_lock_shared",
 ];
 
-/// False only when no statement in `sql` can outlive its transaction's
-/// effects (no SET/RESET/DISCARD/LISTEN/PREPARE/DECLARE/LOAD statement, no
-/// temp object, no session-level advisory lock or `set_config`).
-pub fn may_affect_session(sql: &str) -> bool {
+/// A routing hint from a `/* pgpilot:primary */` or `/* pgpilot:replica */` comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteHint {
+    #[default]
+    None,
+    Primary,
+    Replica,
+}
+
+/// What one lexical pass over a query string found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Hash of the text with comments, white space and literal values
+    /// (strings, numbers, `$n`) removed and words lower-cased: texts that
+    /// differ only in those share a key, and a classification.
+    pub key: u128,
+    /// False only when no statement can outlive its transaction's effects
+    /// (no SET/RESET/DISCARD/LISTEN/PREPARE/DECLARE/LOAD statement, no temp
+    /// object, no session-level advisory lock or `set_config`).
+    pub may_affect_session: bool,
+    /// A `pgpilot:` routing hint found in a comment.
+    pub hint: RouteHint,
+}
+
+/// Marker hashed in place of a literal value.
+const LITERAL: u8 = 0x01;
+
+/// Two independent FNV-1a-style streams: a 128-bit key, so that distinct
+/// shapes do not collide in practice.
+struct KeyHasher(u64, u64);
+
+impl KeyHasher {
+    fn new() -> KeyHasher {
+        KeyHasher(0xcbf2_9ce4_8422_2325, 0x6c62_272e_07bb_0142)
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        self.1 = (self.1 ^ u64::from(b))
+            .wrapping_mul(0x0000_0100_0000_0233)
+            .rotate_left(5);
+    }
+
+    fn finish(&self) -> u128 {
+        (u128::from(self.0) << 64) | u128::from(self.1)
+    }
+}
+
+/// One pass over `sql`: normalized key, session-effect pre-check, hints.
+pub fn scan(sql: &str) -> Scan {
     let b = sql.as_bytes();
+    let mut h = KeyHasher::new();
+    let mut out = Scan {
+        key: 0,
+        may_affect_session: false,
+        hint: RouteHint::None,
+    };
     let mut i = 0;
     let mut at_start = true;
     while i < b.len() {
-        let c = b[i];
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => i += 1,
-            b'-' if b.get(i + 1) == Some(&b'-') => i = skip_line(b, i),
-            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
+        let start = i;
+        match b[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => {
+                i += 1;
+                continue;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = skip_line(b, i);
+                read_hint(&b[start..i], &mut out.hint);
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = skip_block_comment(b, i);
+                read_hint(&b[start..i], &mut out.hint);
+                continue;
+            }
             b'\'' => {
                 i = skip_string(b, i, is_escape_prefix(b, i));
-                at_start = false;
+                h.byte(LITERAL);
             }
             b'"' => {
                 i = skip_quoted(b, i, b'"');
-                at_start = false;
+                b[start..i].iter().for_each(|&c| h.byte(c));
             }
             b'$' => {
                 i = skip_dollar(b, i);
-                at_start = false;
+                h.byte(LITERAL);
+            }
+            b'0'..=b'9' => {
+                i = number_end(b, i);
+                h.byte(LITERAL);
             }
             b';' => {
                 i += 1;
+                h.byte(b';');
                 at_start = true;
+                continue;
             }
             c if is_ident_start(c) => {
-                let end = word_end(b, i);
-                let word = &sql[i..end];
+                i = word_end(b, i);
+                let word = &sql[start..i];
                 if (at_start && matches_any(word, START_WORDS)) || matches_any(word, ANYWHERE_WORDS)
                 {
-                    return true;
+                    out.may_affect_session = true;
                 }
-                at_start = false;
-                i = end;
+                word.bytes().for_each(|c| h.byte(c.to_ascii_lowercase()));
             }
-            _ => {
+            c => {
                 i += 1;
-                at_start = false;
+                h.byte(c);
             }
         }
+        h.byte(b' ');
+        at_start = false;
     }
-    false
+    out.key = h.finish();
+    out
+}
+
+/// See [`Scan::may_affect_session`].
+pub fn may_affect_session(sql: &str) -> bool {
+    scan(sql).may_affect_session
+}
+
+fn read_hint(comment: &[u8], hint: &mut RouteHint) {
+    let text = String::from_utf8_lossy(comment).to_ascii_lowercase();
+    if text.contains("pgpilot:primary") {
+        *hint = RouteHint::Primary;
+    } else if text.contains("pgpilot:replica") {
+        *hint = RouteHint::Replica;
+    }
+}
+
+/// Digits, a decimal point, an exponent: a numeric literal.
+fn number_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
+        let exp_sign = matches!(b[i], b'e' | b'E') && matches!(b.get(i + 1), Some(b'+' | b'-'));
+        i += if exp_sign { 2 } else { 1 };
+    }
+    i
 }
 
 fn matches_any(word: &str, list: &[&str]) -> bool {
@@ -174,6 +270,32 @@ fn skip_dollar(b: &[u8], i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::may_affect_session as m;
+    use super::{scan, RouteHint};
+
+    #[test]
+    fn key_ignores_literals_comments_case_and_spacing() {
+        let a = scan("SELECT abalance FROM pgbench_accounts WHERE aid = 17;");
+        let b = scan("select  abalance from pgbench_accounts /* c */ where aid = 99123;");
+        let c = scan("SELECT abalance FROM pgbench_accounts WHERE aid = 'x'");
+        assert_eq!(a.key, b.key);
+        assert_ne!(a.key, c.key, "the trailing ';' is a token");
+        assert_ne!(scan("select a from t").key, scan("select b from t").key);
+        assert_ne!(
+            scan("select \"A\" from t").key,
+            scan("select \"a\" from t").key
+        );
+        assert_eq!(scan("select 1.5e-3, $1").key, scan("select 7, $2").key);
+    }
+
+    #[test]
+    fn hints_come_from_comments() {
+        assert_eq!(
+            scan("/* pgpilot:primary */ select 1").hint,
+            RouteHint::Primary
+        );
+        assert_eq!(scan("select 1 -- pgpilot:replica").hint, RouteHint::Replica);
+        assert_eq!(scan("select 'pgpilot:primary'").hint, RouteHint::None);
+    }
 
     #[test]
     fn ordinary_statements_skip_the_parser() {

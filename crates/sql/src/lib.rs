@@ -1,26 +1,35 @@
 //! What the proxy needs to understand about SQL text, computed with the real
 //! PostgreSQL parser (`pg_query`) and cached so the relay path rarely parses.
 //!
-//! [`Analyzer::analyze`] is the entry point: a cheap lexical scan
-//! ([`lexer`]) decides whether a statement could change session state at all;
-//! only then is it parsed ([`session`] reads the effects off the parse tree),
-//! and the result is cached by query text ([`cache`]).
+//! [`Analyzer::analyze`] is the entry point. One lexical pass ([`lexer`])
+//! yields a normalized key (literals removed), a conservative "could change
+//! session state" flag and routing hints. The read/write [`classify`]ication
+//! is cached by normalized key, so `WHERE id = 1` and `WHERE id = 2` share
+//! one parse; session effects ([`session`]) depend on literal values and are
+//! parsed by exact text, only for the rare texts the lexer flags.
 
 pub mod cache;
+pub mod classify;
 pub mod lexer;
 pub mod session;
 
 use std::sync::Arc;
 
+pub use classify::{Classification, Target, TxnControl};
+pub use lexer::RouteHint;
 pub use session::{PinReason, SessionEffect};
 
-/// What one query string (possibly several statements) does to the session.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What one query string does: routing facts and session effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
+    /// Read/write classification, shared by all texts of the same shape.
+    pub class: Arc<Classification>,
     /// Session effects in statement order; empty for ordinary statements.
-    pub effects: Vec<SessionEffect>,
-    /// The parser rejected the text (the server will too); no effects assumed.
-    pub parse_error: Option<String>,
+    pub effects: Arc<Vec<SessionEffect>>,
+    /// A `pgpilot:primary` / `pgpilot:replica` comment.
+    pub hint: RouteHint,
+    /// The normalized key (same for texts differing only in literals).
+    pub key: u128,
 }
 
 impl Analysis {
@@ -33,36 +42,101 @@ impl Analysis {
 
 /// Parses and caches. One per proxy, shared by all sessions.
 pub struct Analyzer {
-    cache: cache::AnalysisCache,
-    /// Shared empty result for the fast path (no allocation per query).
-    none: Arc<Analysis>,
+    classes: cache::AnalysisCache<u128, Arc<Classification>>,
+    effects: cache::AnalysisCache<Box<str>, Arc<Vec<SessionEffect>>>,
+    /// Shared empty effect list for the fast path.
+    no_effects: Arc<Vec<SessionEffect>>,
 }
 
 impl Analyzer {
-    /// `capacity` bounds the number of cached query texts.
+    /// `capacity` bounds the number of cached shapes and texts (each).
     pub fn new(capacity: usize) -> Analyzer {
         Analyzer {
-            cache: cache::AnalysisCache::new(capacity),
-            none: Arc::new(Analysis::default()),
+            classes: cache::AnalysisCache::new(capacity),
+            effects: cache::AnalysisCache::new(capacity),
+            no_effects: Arc::new(Vec::new()),
         }
     }
 
-    /// The session effects of `sql`. Cheap for statements that cannot have
-    /// any (one lexical pass, no parse, no allocation).
-    pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
-        if !lexer::may_affect_session(sql) {
-            return self.none.clone();
+    /// Analyzes `sql`. A query shape seen before costs one lexical pass and
+    /// a cache lookup; no parse, no allocation beyond reference counts.
+    pub fn analyze(&self, sql: &str) -> Analysis {
+        let scan = lexer::scan(sql);
+        let class = match self.classes.get(&scan.key) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(parse_classification(sql));
+                self.classes.insert(scan.key, c.clone());
+                c
+            }
+        };
+        let effects = if scan.may_affect_session {
+            self.effects_of(sql)
+        } else {
+            self.no_effects.clone()
+        };
+        Analysis {
+            class,
+            effects,
+            hint: scan.hint,
+            key: scan.key,
         }
-        if let Some(hit) = self.cache.get(sql) {
+    }
+
+    fn effects_of(&self, sql: &str) -> Arc<Vec<SessionEffect>> {
+        if let Some(hit) = self.effects.get(sql) {
             return hit;
         }
-        let analysis = Arc::new(session::analyze(sql));
-        self.cache.insert(sql, analysis.clone());
-        analysis
+        let effects = Arc::new(session::analyze(sql).effects);
+        self.effects.insert(sql.into(), effects.clone());
+        effects
     }
 
-    /// Number of cached texts (for metrics).
+    /// Number of cached shapes (for metrics).
     pub fn cached(&self) -> usize {
-        self.cache.len()
+        self.classes.len()
+    }
+}
+
+/// Parses `sql` for routing; unparseable text goes to the primary.
+fn parse_classification(sql: &str) -> Classification {
+    match std::panic::catch_unwind(|| pg_query::parse(sql, 0)) {
+        Ok(Ok(parsed)) => classify::classify(&parsed),
+        _ => Classification {
+            target: Target::Primary,
+            reason: "unparseable",
+            ..Classification::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_shape_shares_one_classification() {
+        let a = Analyzer::new(100);
+        let x = a.analyze("SELECT * FROM t WHERE id = 1");
+        let y = a.analyze("select * from t where id = 2");
+        assert!(Arc::ptr_eq(&x.class, &y.class));
+        assert_eq!(x.class.target, Target::Replica);
+        assert_eq!(a.cached(), 1);
+    }
+
+    #[test]
+    fn set_effects_keep_their_literals() {
+        let a = Analyzer::new(100);
+        let x = a.analyze("SET search_path TO a");
+        let y = a.analyze("SET search_path TO b");
+        assert_eq!(x.class, y.class);
+        assert_ne!(x.effects, y.effects);
+        assert!(a.analyze("select 1").effects.is_empty());
+    }
+
+    #[test]
+    fn unparseable_goes_to_primary() {
+        let a = Analyzer::new(10);
+        assert_eq!(a.analyze("SELEC broken").class.target, Target::Primary);
     }
 }

@@ -8,8 +8,6 @@
 use pg_query::protobuf::{self, VariableSetKind};
 use pg_query::NodeRef;
 
-use crate::Analysis;
-
 /// `CURSOR_OPT_HOLD` from PostgreSQL's `parsenodes.h`.
 const CURSOR_OPT_HOLD: i32 = 0x0020;
 
@@ -58,19 +56,28 @@ impl PinReason {
     }
 }
 
+/// The session effects of one query string.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Effects {
+    /// In statement order.
+    pub effects: Vec<SessionEffect>,
+    /// The parser rejected the text (the server will too); no effects assumed.
+    pub parse_error: Option<String>,
+}
+
 /// Parses `sql` and lists its session effects.
-pub fn analyze(sql: &str) -> Analysis {
+pub fn analyze(sql: &str) -> Effects {
     let parsed = std::panic::catch_unwind(|| pg_query::parse(sql, 0));
     let result = match parsed {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            return Analysis {
+            return Effects {
                 effects: vec![],
                 parse_error: Some(e.to_string()),
             }
         }
         Err(_) => {
-            return Analysis {
+            return Effects {
                 effects: vec![],
                 parse_error: Some("parser panicked".into()),
             }
@@ -92,7 +99,7 @@ pub fn analyze(sql: &str) -> Analysis {
             }
         }
     }
-    Analysis {
+    Effects {
         effects,
         parse_error: None,
     }
