@@ -1,7 +1,7 @@
 //! `/metrics`: pool and proxy figures in the Prometheus text exposition
 //! format 0.0.4, written by hand.
 //!
-//! Per-pool families carry the labels `database` and `user` and are read
+//! Per-pool families carry the labels `database`, `user` and `server` and are read
 //! from pool snapshots; their HELP text names the PgBouncer `SHOW POOLS` /
 //! `SHOW STATS` column they correspond to, so existing dashboards map over.
 //! Proxy-wide families come from the runtime's counters. Format reference:
@@ -323,6 +323,7 @@ fn write_pool_family(exp: &mut Exposition, family: &PoolFamily, pools: &[PoolSna
         let labels = [
             ("database", pool.database.as_str()),
             ("user", pool.user.as_str()),
+            ("server", pool.server.as_str()),
         ];
         exp.sample(family.name, &labels, (family.value)(pool));
     }

@@ -111,6 +111,7 @@ fn parse(text: &str) -> Vec<Line> {
 
 fn snapshot(database: &str, user: &str) -> PoolSnapshot {
     PoolSnapshot {
+        server: "127.0.0.1:5432".into(),
         database: database.into(),
         user: user.into(),
         cl_active: 3,
@@ -188,7 +189,8 @@ fn pool_snapshot_renders_with_labels_and_values() {
         s.labels,
         vec![
             ("database".into(), "app".into()),
-            ("user".into(), "app".into())
+            ("user".into(), "app".into()),
+            ("server".into(), "127.0.0.1:5432".into())
         ]
     );
     assert_eq!(s.value, 42.0);

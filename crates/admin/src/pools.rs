@@ -14,6 +14,8 @@ use crate::AdminState;
 /// from microseconds to (fractional) milliseconds and renamed `*_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolView {
+    /// `host:port` of the server the pool logs into.
+    pub server: String,
     pub database: String,
     pub user: String,
     /// Clients logged in and not waiting for a server.
@@ -59,6 +61,7 @@ fn ms(us: u64) -> f64 {
 impl From<&PoolSnapshot> for PoolView {
     fn from(p: &PoolSnapshot) -> PoolView {
         PoolView {
+            server: p.server.clone(),
             database: p.database.clone(),
             user: p.user.clone(),
             cl_active: p.cl_active,
@@ -121,7 +124,7 @@ mod tests {
         assert_eq!(json["max_size"], 20);
         assert_eq!(
             json.as_object().map(|o| o.len()),
-            Some(19),
+            Some(20),
             "every snapshot field is shown"
         );
     }

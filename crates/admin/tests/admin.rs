@@ -150,7 +150,10 @@ async fn admin_api_reports_a_live_proxy_and_a_dead_primary() {
         "{}",
         metrics.headers
     );
-    let labels = format!(r#"{{database="{APP_DB}",user="{APP_USER}"}}"#);
+    let labels = format!(
+        r#"{{database="{APP_DB}",user="{APP_USER}",server="127.0.0.1:{}"}}"#,
+        cluster.primary.port
+    );
     let xacts = sample(
         &metrics.body,
         &format!("pgpilot_pool_transactions_total{labels}"),

@@ -20,9 +20,15 @@ const MD5_HEX_LEN: usize = 32;
 
 /// The PasswordMessage body (without the trailing NUL) answering an
 /// AuthenticationMD5Password request that carried `salt`:
-/// `"md5" + hex(md5(hex(md5(password ++ user)) ++ salt))`.
+/// `"md5" + hex(md5(hex(md5(password ++ user)) ++ salt))`. A `password`
+/// that is itself a stored md5 hash (`"md5"` + 32 lowercase hex, the form
+/// PostgreSQL stores) is used as the inner hash, so pgpilot can log in
+/// with the hash alone.
 pub fn md5_response(user: &str, password: &str, salt: [u8; 4]) -> String {
-    salted_response(&inner_hash(user, password), salt)
+    match stored_hash(password) {
+        Some(hash) => salted_response(hash, salt),
+        None => salted_response(&inner_hash(user, password), salt),
+    }
 }
 
 /// The password hash PostgreSQL stores in `pg_authid.rolpassword` for md5:
@@ -99,6 +105,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_from_a_stored_hash_equals_response_from_the_password() {
+        let salt = [9, 8, 7, 6];
+        let stored = md5_stored("md5user", "md5-secret");
+        assert_eq!(
+            md5_response("md5user", &stored, salt),
+            md5_response("md5user", "md5-secret", salt)
+        );
+        assert!(md5_verify(
+            "md5user",
+            "md5-secret",
+            salt,
+            md5_response("md5user", &stored, salt).as_bytes()
+        ));
+    }
 
     // Computed independently with Python's hashlib:
     // inner = md5(b"postgres" + b"postgres").hexdigest()

@@ -27,9 +27,10 @@ pub use error::{Error, FieldError, Result};
 pub use quick_start::QuickStart;
 pub use secret::SecretKind;
 pub use settings::{
-    AuthMethod, PoolMode, PoolSettings, ServerAddr, Settings, Upstream, User, DEFAULT_ADMIN_LISTEN,
-    DEFAULT_LISTEN, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_POOL_MAX_SIZE, DEFAULT_POSTGRES_PORT, DEFAULT_STARTUP_TIMEOUT, MAX_MAX_MESSAGE_SIZE,
+    AuthMethod, Fallback, PoolMode, PoolSettings, RoutingSettings, ServerAddr, Settings, Upstream,
+    User, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_MAX_CLIENT_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_POOL_MAX_SIZE, DEFAULT_POSTGRES_PORT,
+    DEFAULT_STARTUP_TIMEOUT, MAX_HEALTH_CHECK_TIMEOUT, MAX_MAX_MESSAGE_SIZE, MIN_LSN_POLL_INTERVAL,
     MIN_MAX_MESSAGE_SIZE,
 };
 pub use size::{format_size, parse_size};
@@ -69,6 +70,8 @@ mod tests {
         let settings = from_toml_str(include_str!("../../../pgpilot.example.toml"))
             .unwrap_or_else(|e| panic!("pgpilot.example.toml is invalid:\n{e}"));
         assert!(!settings.users.is_empty());
+        // The example's [routing] table shows the defaults, as its header says.
+        assert_eq!(settings.routing, RoutingSettings::default());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use crate::error::Result;
 use crate::raw::RawUser;
-use crate::settings::{AuthMethod, PoolSettings, ServerAddr, Settings, Upstream};
+use crate::settings::{AuthMethod, PoolSettings, RoutingSettings, ServerAddr, Settings, Upstream};
 use crate::settings::{User, DEFAULT_STARTUP_TIMEOUT};
 use crate::settings::{DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::url::{parse_host_port, parse_url, redact_url, PgUrl};
@@ -54,7 +54,7 @@ impl Settings {
     /// same user and password towards PostgreSQL. A URL without a password
     /// gives `auth = "trust"`: pgpilot then asks clients for no password and
     /// sends none to PostgreSQL, which must accept the user without one.
-    /// Pool and timeout settings take their defaults.
+    /// Pool, timeout and routing settings take their defaults.
     ///
     /// # Errors
     /// [`crate::Error::Invalid`] with paths `primary_url`,
@@ -89,6 +89,7 @@ impl Settings {
                 replicas,
             },
             users,
+            routing: RoutingSettings::default(),
         };
         problems.finish(settings)
     }
@@ -200,6 +201,7 @@ mod tests {
         assert_eq!(user.server_user, "app+user");
         assert_eq!(user.server_password.as_deref(), Some("p@ss:w0rd"));
         assert_eq!(settings.pool, PoolSettings::default());
+        assert_eq!(settings.routing, RoutingSettings::default());
         assert_eq!(settings.admin_listen, q.admin_listen);
     }
 

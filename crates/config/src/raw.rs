@@ -26,6 +26,8 @@ pub(crate) struct RawConfig {
     pub pool: RawPool,
     pub upstream: Option<RawUpstream>,
     pub users: Option<Vec<RawUser>>,
+    #[serde(default)]
+    pub routing: RawRouting,
 }
 
 /// The `[pool]` table.
@@ -50,6 +52,25 @@ pub(crate) struct RawUpstream {
     pub primary: Option<String>,
     #[serde(default)]
     pub replicas: Vec<String>,
+}
+
+/// The `[routing]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouting {
+    pub enabled: Option<bool>,
+    pub auto_role: Option<bool>,
+    pub fallback: Option<String>,
+    pub max_lag: Option<IntOrString>,
+    pub max_lag_bytes: Option<IntOrString>,
+    pub read_your_writes: Option<bool>,
+    pub health_check_interval: Option<IntOrString>,
+    pub health_check_timeout: Option<IntOrString>,
+    pub lsn_poll_interval: Option<IntOrString>,
+    pub breaker_failures: Option<i64>,
+    pub ban_time: Option<IntOrString>,
+    pub monitor_database: Option<String>,
+    pub read_only_functions: Option<Vec<String>>,
 }
 
 /// One `[[users]]` entry.
@@ -112,6 +133,7 @@ mod tests {
         let raw: RawConfig = toml::from_str("").unwrap();
         assert!(raw.listen.is_none() && raw.upstream.is_none() && raw.users.is_none());
         assert!(raw.pool.max_size.is_none());
+        assert!(raw.routing.enabled.is_none() && raw.routing.read_only_functions.is_none());
     }
 
     #[test]
@@ -138,6 +160,7 @@ mod tests {
             "[pool]\nmax_szie = 3",
             "[upstream]\nprimari = \"x\"",
             "[[users]]\npasswd = \"x\"",
+            "[routing]\nmax_lag_byte = 1",
         ] {
             assert!(toml::from_str::<RawConfig>(doc).is_err(), "{doc}");
         }

@@ -34,6 +34,12 @@ pub const DEFAULT_POOL_MAX_SIZE: NonZeroUsize = match NonZeroUsize::new(20) {
 };
 /// PostgreSQL's default port, used when an address leaves it out.
 pub const DEFAULT_POSTGRES_PORT: u16 = 5432;
+/// Longest allowed `routing.health_check_timeout`: a check that may hang
+/// longer than this would leave a dead server in rotation for too long.
+pub const MAX_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Shortest allowed `routing.lsn_poll_interval`, the config's finest
+/// duration unit.
+pub const MIN_LSN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +64,9 @@ pub struct Settings {
     pub upstream: Upstream,
     /// Client logins. At least one; names are unique.
     pub users: Vec<User>,
+    /// Read/write splitting, replica health and lag. Defaults when
+    /// `[routing]` is absent.
+    pub routing: RoutingSettings,
 }
 
 impl Settings {
@@ -146,6 +155,113 @@ impl PoolMode {
 }
 
 impl fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How queries are spread over the primary and replicas, and how servers
+/// are watched so that only healthy, caught-up ones get reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    /// Send read-only queries to replicas when `upstream.replicas` is not
+    /// empty; when false every query goes to the primary. Default true.
+    pub enabled: bool,
+    /// Find out which configured server is the primary by asking each
+    /// `pg_is_in_recovery()`, so a promoted replica takes writes; when
+    /// false `upstream.primary` is always the primary. Default false.
+    pub auto_role: bool,
+    /// What happens to a read when no replica can serve it. Default
+    /// [`Fallback::Primary`].
+    pub fallback: Fallback,
+    /// Replicas whose replay lags further behind than this (in time) are
+    /// taken out of rotation until they catch up. Default 10s, positive.
+    pub max_lag: Duration,
+    /// Replicas whose replay LSN is further behind the primary's WAL
+    /// position than this many bytes are taken out of rotation until they
+    /// catch up. Default 64 MiB, positive.
+    pub max_lag_bytes: u64,
+    /// After a client's write commits, its reads go only to servers that
+    /// have replayed that commit's LSN. Default true.
+    pub read_your_writes: bool,
+    /// Time between health checks of each server (`SELECT 1` plus the
+    /// LSN/lag poll). Default 1s, positive.
+    pub health_check_interval: Duration,
+    /// Bound on one health check; a check that takes longer counts as a
+    /// failure. Default 1s, positive and at most [`MAX_HEALTH_CHECK_TIMEOUT`].
+    pub health_check_timeout: Duration,
+    /// Time between samples of the replicas' replay LSNs and the primary's
+    /// WAL position; sets how quickly read-your-writes sees a replica catch
+    /// up. Default 10ms, at least [`MIN_LSN_POLL_INTERVAL`] and at most
+    /// `health_check_interval`.
+    pub lsn_poll_interval: Duration,
+    /// Consecutive failed checks or connections after which a server's
+    /// circuit breaker opens and it gets no traffic. Default 3, at least 1.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps a server out before it is probed
+    /// again. Default 5s, positive.
+    pub ban_time: Duration,
+    /// Database the health monitor connects to, logging in as the first
+    /// user's `server_user`. Default `"postgres"`, non-empty.
+    pub monitor_database: String,
+    /// User-defined functions known to be read-only, so queries calling
+    /// them may go to replicas (other volatile functions send a query to
+    /// the primary). `name` or `schema.name`, unquoted identifiers with
+    /// ASCII letters lower-cased as PostgreSQL folds them; no duplicates.
+    /// Default none.
+    pub read_only_functions: Vec<String>,
+}
+
+impl Default for RoutingSettings {
+    /// The documented defaults, as used when `[routing]` is absent.
+    fn default() -> RoutingSettings {
+        RoutingSettings {
+            enabled: true,
+            auto_role: false,
+            fallback: Fallback::Primary,
+            max_lag: Duration::from_secs(10),
+            max_lag_bytes: 64 << 20,
+            read_your_writes: true,
+            health_check_interval: Duration::from_secs(1),
+            health_check_timeout: Duration::from_secs(1),
+            lsn_poll_interval: Duration::from_millis(10),
+            breaker_failures: 3,
+            ban_time: Duration::from_secs(5),
+            monitor_database: "postgres".to_owned(),
+            read_only_functions: Vec::new(),
+        }
+    }
+}
+
+/// Where a read goes when no replica is healthy and caught up enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fallback {
+    /// The primary serves it. TOML `"primary"`.
+    #[default]
+    Primary,
+    /// The client gets an error instead, keeping read load off the
+    /// primary. TOML `"error"`.
+    Error,
+}
+
+impl Fallback {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Primary => "primary",
+            Fallback::Error => "error",
+        }
+    }
+
+    /// Parses the TOML spelling; `None` for anything else.
+    pub fn from_name(name: &str) -> Option<Fallback> {
+        [Fallback::Primary, Fallback::Error]
+            .into_iter()
+            .find(|fallback| fallback.as_str() == name)
+    }
+}
+
+impl fmt::Display for Fallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -315,6 +431,10 @@ mod tests {
         for method in [AuthMethod::ScramSha256, AuthMethod::Md5, AuthMethod::Trust] {
             assert_eq!(AuthMethod::from_name(method.as_str()), Some(method));
         }
+        for fallback in [Fallback::Primary, Fallback::Error] {
+            assert_eq!(Fallback::from_name(fallback.as_str()), Some(fallback));
+        }
+        assert_eq!(Fallback::from_name("replica"), None);
         assert_eq!(AuthMethod::from_name("SCRAM-SHA-256"), None);
     }
 

@@ -5,8 +5,11 @@
 //! one is recorded under its path (`pool.max_size`, `users[1].password`) and
 //! replaced by its default so the remaining checks can still run. If
 //! anything was recorded the result is [`Error::Invalid`] with all of them,
-//! top-level keys first, then `[pool]`, `[upstream]` and `[[users]]`. User entries are checked in [`users`].
+//! top-level keys first, then `[pool]`, `[upstream]`, `[[users]]` and
+//! `[routing]`. User entries are checked in [`users`], the routing table in
+//! [`routing`].
 
+mod routing;
 mod users;
 
 use std::net::SocketAddr;
@@ -62,6 +65,7 @@ pub(crate) fn settings_from_raw(raw: RawConfig) -> Result<Settings> {
         pool: pool(p, raw.pool),
         upstream: upstream(p, raw.upstream),
         users: users::users(p, raw.users),
+        routing: routing::routing(p, raw.routing),
     };
     problems.finish(settings)
 }
@@ -276,26 +280,35 @@ fn non_zero(value: i64) -> std::result::Result<NonZeroUsize, String> {
     at_least(1)(value).and_then(|n| NonZeroUsize::new(n).ok_or_else(|| "must be at least 1".into()))
 }
 
+/// A duration, zero included. A bare integer is refused: its unit would be
+/// a guess.
+fn duration(value: IntOrString) -> std::result::Result<Duration, String> {
+    match value {
+        IntOrString::Int(n) => Err(format!(
+            "{n} needs a unit: write \"{n}s\" for seconds or \"{n}ms\" for milliseconds"
+        )),
+        IntOrString::Str(text) => parse_duration(&text),
+    }
+}
+
 fn positive_duration(value: IntOrString) -> std::result::Result<Duration, String> {
-    let duration = match value {
-        IntOrString::Int(n) => {
-            return Err(format!(
-                "{n} needs a unit: write \"{n}s\" for seconds or \"{n}ms\" for milliseconds"
-            ))
-        }
-        IntOrString::Str(text) => parse_duration(&text)?,
-    };
+    let duration = duration(value)?;
     if duration.is_zero() {
         return Err("must be greater than 0".into());
     }
     Ok(duration)
 }
 
+/// A byte count: a TOML integer, or a string with a binary suffix.
+fn byte_size(value: IntOrString) -> std::result::Result<usize, String> {
+    match value {
+        IntOrString::Int(n) => size_from_integer(n),
+        IntOrString::Str(text) => parse_size(&text),
+    }
+}
+
 fn message_size(value: IntOrString) -> std::result::Result<usize, String> {
-    let bytes = match value {
-        IntOrString::Int(n) => size_from_integer(n)?,
-        IntOrString::Str(text) => parse_size(&text)?,
-    };
+    let bytes = byte_size(value)?;
     if !(MIN_MAX_MESSAGE_SIZE..=MAX_MAX_MESSAGE_SIZE).contains(&bytes) {
         return Err(format!(
             "{} is outside the allowed range 8KiB to 1GiB",

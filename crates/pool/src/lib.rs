@@ -6,13 +6,16 @@
 //! busy and hands out [`PooledConn`] guards that return the connection on
 //! `Drop`. The proxy's `checkout` stage is the only caller on the data path.
 
+pub mod breaker;
 mod error;
 pub mod login;
 mod pool;
 mod prepared;
+pub mod probe;
 mod server;
 mod stats;
 
+pub use breaker::{Breaker, BreakerState};
 pub use error::{Error, Result};
 pub use pool::{Pool, PoolKey, PoolLimits, PooledConn};
 pub use prepared::PreparedLru;

@@ -50,9 +50,6 @@ pub struct PoolLimits {
     pub max_lifetime: Duration,
 }
 
-/// Idle longer than this, a connection is probed before it is lent.
-const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
-
 /// What a waiting client is handed.
 // Not boxed: a Box would cost an allocation on every checkout and return.
 #[allow(clippy::large_enum_variant)]
@@ -223,7 +220,10 @@ impl Pool {
     async fn realize(&self, grant: Grant) -> Result<Option<ServerConn>> {
         match grant {
             Grant::Conn(conn) => {
-                if conn.last_used.elapsed() >= PROBE_AFTER_IDLE && !conn.is_alive() {
+                // Probed every time: a backend killed a moment ago must not
+                // reach a client. The probe is free while nothing arrived
+                // (tokio answers WouldBlock from its readiness flags).
+                if !conn.is_alive() {
                     self.discard(conn);
                     return Ok(None);
                 }
@@ -340,10 +340,19 @@ impl Pool {
         st.total -= n;
     }
 
+    /// Load as balancers weigh it: (lent + 2 × waiting) / max_size.
+    pub fn load(&self) -> f64 {
+        let max = self.inner.limits.read().max_size.max(1) as f64;
+        let st = self.inner.state.lock();
+        let lent = st.total - st.idle.len();
+        (lent as f64 + 2.0 * st.waiters.len() as f64) / max
+    }
+
     /// Current figures for metrics.
     pub fn snapshot(&self) -> PoolSnapshot {
         let limits = self.limits();
         let mut snap = PoolSnapshot {
+            server: self.inner.login.read().addr.clone(),
             database: self.inner.key.database.clone(),
             user: self.inner.key.user.clone(),
             min_size: limits.min_size as u64,

@@ -39,7 +39,9 @@ impl PoolStats {
 /// A point-in-time view of a pool, for metrics and the admin API.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSnapshot {
-    /// `database/user`.
+    /// `host:port` of the server this pool logs into.
+    pub server: String,
+    /// The client database and user the pool serves.
     pub database: String,
     pub user: String,
     /// Clients logged in and not waiting for a server.

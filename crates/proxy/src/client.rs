@@ -59,7 +59,7 @@ impl Session {
         }
         self.server_out.extend_from_slice(raw);
         if let Some(e) = expect {
-            self.expect.push(e);
+            self.await_response(e);
         }
         Ok(())
     }
@@ -108,10 +108,19 @@ impl Session {
 
     /// Records session effects of `sql`; pins take effect at once.
     fn note_effects(&mut self, sql: &[u8]) {
+        for effect in self.session_effects(sql) {
+            self.pending.note(effect);
+        }
+    }
+
+    /// Pins the client for what `sql` does that cannot be replayed (at
+    /// once: pinning early is harmless) and returns its other session effects.
+    fn session_effects(&mut self, sql: &[u8]) -> Vec<SessionEffect> {
         let Ok(sql) = std::str::from_utf8(sql) else {
-            return;
+            return Vec::new();
         };
         let analysis = self.rt.analyzer.analyze(sql);
+        let mut effects = Vec::new();
         for effect in analysis.effects.iter() {
             if let SessionEffect::Pin(reason) = effect {
                 if self.pinned.is_none() {
@@ -124,9 +133,10 @@ impl Session {
                     );
                 }
             } else {
-                self.txn.effects.push(effect.clone());
+                effects.push(effect.clone());
             }
         }
+        effects
     }
 
     async fn on_query(&mut self, frame: Frame) -> Result<()> {
@@ -141,14 +151,16 @@ impl Session {
             return Ok(());
         }
         self.server_out.extend_from_slice(&frame.raw);
-        self.expect.push(Expect::Query { hidden: false });
+        self.await_response(Expect::Query { hidden: false });
         Ok(())
     }
 
     async fn on_parse(&mut self, frame: Frame) -> Result<()> {
         let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
-        self.note_effects(parse.query);
+        // Effects count when the statement runs: at each Bind of it.
+        let effects = self.session_effects(parse.query);
         if parse.name.is_empty() || self.max_prepared == 0 {
+            self.pending.parsed(parse.name, effects);
             return self
                 .forward(
                     &frame.raw,
@@ -172,17 +184,31 @@ impl Session {
             ));
             return Ok(());
         }
+        self.pending.parsed(parse.name, effects);
         if !self.server_ready().await {
             // The Parse never reached a server: the name stays free.
             self.statements.remove(parse.name);
             return Ok(());
         }
         if self.server_has(&stmt) {
-            self.emit(Self::empty_bytes(btag::PARSE_COMPLETE));
+            self.answer_parse_locally(&stmt, parse.name);
         } else {
             self.prepare_on_server(&stmt, Some(parse.name));
         }
         Ok(())
+    }
+
+    /// ParseComplete for the client's Parse of a statement the server has.
+    fn answer_parse_locally(&mut self, stmt: &Statement, client_name: &[u8]) {
+        if self.expect.is_empty() {
+            self.client_out
+                .extend_from_slice(&Self::empty_bytes(btag::PARSE_COMPLETE));
+        } else {
+            self.expect.push(Expect::LocalParse {
+                stmt: stmt.id,
+                client_name: Bytes::copy_from_slice(client_name),
+            });
+        }
     }
 
     /// Marks `stmt` used on the held server; true when it is prepared there.
@@ -248,11 +274,13 @@ impl Session {
     async fn on_bind(&mut self, frame: Frame) -> Result<()> {
         let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
         if bind.statement.is_empty() || self.max_prepared == 0 {
+            self.pending.bound(bind.statement);
             return self.forward(&frame.raw, Some(Expect::Bind)).await;
         }
         let Some(stmt) = self.statement_on_server(bind.statement).await else {
             return Ok(());
         };
+        self.pending.bound(bind.statement);
         frontend::bind(
             &mut self.server_out,
             bind.portal,
@@ -283,6 +311,9 @@ impl Session {
 
     async fn on_close(&mut self, frame: Frame) -> Result<()> {
         let named = Named::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        if named.target == Target::Statement {
+            self.pending.closed(named.name);
+        }
         let local =
             named.target == Target::Statement && !named.name.is_empty() && self.max_prepared > 0;
         if local || self.server.is_none() {
@@ -300,9 +331,14 @@ impl Session {
         self.skip_until_sync = false;
         if self.server.is_some() {
             self.server_out.extend_from_slice(&frame.raw);
-            self.expect.push(Expect::Sync);
+            if !self.copy_in {
+                // (In COPY FROM STDIN the server ignores it: no ReadyForQuery comes.)
+                self.await_response(Expect::Sync);
+            }
             return Ok(());
         }
+        // Nothing since the last Sync reached a server.
+        self.pending.discard_open();
         let mut out = BytesMut::with_capacity(6);
         backend::ready_for_query(&mut out, self.client_status);
         self.emit(out.freeze());
@@ -319,6 +355,14 @@ impl Session {
         if self.server.is_none() {
             // PostgreSQL ignores CopyData/Done/Fail outside COPY.
             return Ok(());
+        }
+        if raw.first() != Some(&tag::COPY_DATA) {
+            if self.copy_in {
+                self.copy_in = false;
+            } else {
+                // The server may not have entered COPY yet: mark where the data ended.
+                self.expect.push(Expect::CopyEnd);
+            }
         }
         self.server_out.extend_from_slice(raw);
         Ok(())

@@ -13,6 +13,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+/// The ParseComplete message.
+const PARSE_COMPLETE: &[u8] = &[pgpilot_wire::tag::backend::PARSE_COMPLETE, 0, 0, 0, 4];
+
 /// One awaited response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
@@ -38,6 +41,17 @@ pub enum Expect {
     Query { hidden: bool },
     /// Bytes pgpilot sends the client itself when this entry is reached.
     Synthetic(Bytes),
+    /// A ParseComplete pgpilot sends itself, like `Synthetic`, for the
+    /// client's Parse of a statement the server already has. Kept apart so
+    /// that when an earlier error makes the server skip to Sync, the
+    /// client's name is freed as it would be had the server seen the Parse.
+    LocalParse { stmt: u64, client_name: Bytes },
+    /// Not a response: where the client ended its COPY data (CopyDone or
+    /// CopyFail) before the server said it entered COPY FROM STDIN. Never
+    /// at the head: it only matters behind the request that starts a COPY
+    /// (see [`ExpectQueue::enter_copy_in`]) and is dropped once that
+    /// request is answered without one.
+    CopyEnd,
 }
 
 impl Expect {
@@ -55,10 +69,13 @@ impl Expect {
 /// A named Parse the server did not carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LostParse {
-    /// The pgpilot statement the server does not have after all.
+    /// The pgpilot statement.
     pub stmt: u64,
     /// The client's name for it, when the Parse was the client's own.
     pub client_name: Option<Bytes>,
+    /// The Parse was sent and the server does not have the statement
+    /// (false for a [`Expect::LocalParse`]: the server had it already).
+    pub server_lost: bool,
 }
 
 /// The awaited responses, oldest first.
@@ -69,6 +86,9 @@ pub struct ExpectQueue {
 
 impl ExpectQueue {
     pub fn push(&mut self, e: Expect) {
+        if e == Expect::CopyEnd && self.items.is_empty() {
+            return; // No request pending that could start a COPY.
+        }
         self.items.push_back(e);
     }
 
@@ -77,7 +97,17 @@ impl ExpectQueue {
     }
 
     pub fn pop(&mut self) -> Option<Expect> {
-        self.items.pop_front()
+        let head = self.items.pop_front();
+        self.drop_stale_copy_ends();
+        head
+    }
+
+    /// Keeps [`Expect::CopyEnd`] off the head: the request it followed
+    /// was answered without entering COPY.
+    fn drop_stale_copy_ends(&mut self) {
+        while self.items.front() == Some(&Expect::CopyEnd) {
+            self.items.pop_front();
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -91,11 +121,39 @@ impl ExpectQueue {
 
     /// Removes leading synthetic entries, returning their bytes in order.
     pub fn take_synthetic(&mut self, mut emit: impl FnMut(&[u8])) {
-        while let Some(Expect::Synthetic(_)) = self.items.front() {
-            if let Some(Expect::Synthetic(b)) = self.items.pop_front() {
-                emit(&b);
+        while let Some(Expect::Synthetic(_) | Expect::LocalParse { .. }) = self.items.front() {
+            match self.pop() {
+                Some(Expect::Synthetic(b)) => emit(&b),
+                Some(Expect::LocalParse { .. }) => emit(PARSE_COMPLETE),
+                _ => {}
             }
         }
+    }
+
+    /// The server entered COPY FROM STDIN for the head request. Until the
+    /// client's CopyDone or CopyFail it ignores Sync (protocol §55.2.6), so
+    /// the Syncs queued behind the head up to the client's
+    /// [`Expect::CopyEnd`] will never be answered: removes them, and the
+    /// marker. Returns whether the client has yet to end the COPY (no
+    /// marker was queued) and how many Syncs were removed.
+    pub fn enter_copy_in(&mut self) -> (bool, usize) {
+        let end = self.items.iter().position(|e| *e == Expect::CopyEnd);
+        let mut stop = end.unwrap_or(self.items.len());
+        let mut removed = 0;
+        let mut i = 1;
+        while i < stop {
+            if self.items[i] == Expect::Sync {
+                self.items.remove(i);
+                stop -= 1;
+                removed += 1;
+            } else {
+                i += 1;
+            }
+        }
+        if end.is_some() {
+            self.items.remove(stop);
+        }
+        (end.is_none(), removed)
     }
 
     /// After an ErrorResponse in an extended-protocol batch, the server skips
@@ -113,7 +171,16 @@ impl ExpectQueue {
                     stmt: Some(stmt),
                     client_name,
                     ..
-                } => lost.push(LostParse { stmt, client_name }),
+                } => lost.push(LostParse {
+                    stmt,
+                    client_name,
+                    server_lost: true,
+                }),
+                Expect::LocalParse { stmt, client_name } => lost.push(LostParse {
+                    stmt,
+                    client_name: Some(client_name),
+                    server_lost: false,
+                }),
                 _ => {}
             }
         }
@@ -129,12 +196,57 @@ mod tests {
     fn synthetic_entries_come_out_in_order() {
         let mut q = ExpectQueue::default();
         q.push(Expect::Synthetic(Bytes::from_static(b"1")));
+        q.push(Expect::LocalParse {
+            stmt: 3,
+            client_name: Bytes::from_static(b"s3"),
+        });
         q.push(Expect::Synthetic(Bytes::from_static(b"2")));
         q.push(Expect::Bind);
         let mut got = Vec::new();
         q.take_synthetic(|b| got.extend_from_slice(b));
-        assert_eq!(got, b"12");
+        assert_eq!(got, b"11\0\0\0\x042");
         assert_eq!(q.front(), Some(&Expect::Bind));
+    }
+
+    #[test]
+    fn syncs_sent_during_copy_in_are_dropped() {
+        // Bind, Execute, Sync; the server's CopyInResponse comes first.
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Execute);
+        q.push(Expect::Sync);
+        assert_eq!(
+            q.enter_copy_in(),
+            (true, 1),
+            "the client has not ended the COPY yet"
+        );
+        assert_eq!(q.pop(), Some(Expect::Execute));
+        assert!(q.is_empty());
+
+        // The client pipelined its data and CopyDone, then Sync.
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Execute);
+        q.push(Expect::Sync);
+        q.push(Expect::CopyEnd);
+        q.push(Expect::Sync);
+        assert_eq!(q.enter_copy_in(), (false, 1));
+        assert_eq!(q.pop(), Some(Expect::Execute));
+        assert_eq!(q.pop(), Some(Expect::Sync));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn copy_end_behind_a_request_without_copy_is_dropped() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::CopyEnd);
+        assert!(q.is_empty(), "nothing pending: no marker");
+        q.push(Expect::Query { hidden: false });
+        q.push(Expect::CopyEnd);
+        q.push(Expect::Query { hidden: false });
+        q.push(Expect::CopyEnd);
+        assert_eq!(q.pop(), Some(Expect::Query { hidden: false }));
+        assert_eq!(q.front(), Some(&Expect::Query { hidden: false }));
+        assert_eq!(q.pop(), Some(Expect::Query { hidden: false }));
+        assert!(q.is_empty());
     }
 
     #[test]
@@ -152,14 +264,25 @@ mod tests {
         });
         q.push(Expect::Bind);
         q.push(Expect::Synthetic(Bytes::from_static(b"x")));
+        q.push(Expect::LocalParse {
+            stmt: 9,
+            client_name: Bytes::from_static(b"s9"),
+        });
         q.push(Expect::Sync);
         q.push(Expect::Execute);
         let (lost, found) = q.skip_to_sync();
         let lost: Vec<_> = lost
             .iter()
-            .map(|l| (l.stmt, l.client_name.clone()))
+            .map(|l| (l.stmt, l.client_name.clone(), l.server_lost))
             .collect();
-        assert_eq!(lost, vec![(7, None), (8, Some(Bytes::from_static(b"s8")))]);
+        assert_eq!(
+            lost,
+            vec![
+                (7, None, true),
+                (8, Some(Bytes::from_static(b"s8")), true),
+                (9, Some(Bytes::from_static(b"s9")), false)
+            ]
+        );
         assert!(found);
         assert_eq!(q.pop(), Some(Expect::Sync));
         assert_eq!(q.pop(), Some(Expect::Execute));

@@ -9,6 +9,7 @@
 pub mod cancel;
 mod client;
 pub mod client_auth;
+mod effects;
 pub mod error;
 pub mod expect;
 pub mod handshake;

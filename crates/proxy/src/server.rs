@@ -85,10 +85,10 @@ impl Session {
             | tag::PARAMETER_DESCRIPTION
             | tag::COPY_DATA
             | tag::COPY_DONE
-            | tag::COPY_IN_RESPONSE
             | tag::COPY_OUT_RESPONSE
             | tag::COPY_BOTH_RESPONSE
             | tag::FUNCTION_CALL_RESPONSE => self.pass(hidden, msg),
+            tag::COPY_IN_RESPONSE => self.on_copy_in_response(hidden, msg),
             tag::READY_FOR_QUERY => return self.on_ready(msg),
             tag::ERROR_RESPONSE => self.on_error(hidden, msg),
             tag::PARSE_COMPLETE => self.on_parse_complete(msg)?,
@@ -146,8 +146,13 @@ impl Session {
 
     fn on_command_complete(&mut self, hidden: bool, msg: &[u8]) -> Result<()> {
         self.txn.queries += 1;
-        if msg.first() == Some(&tag::COMMAND_COMPLETE) && is_rollback(msg) {
-            self.txn.failed = true;
+        if msg.first() == Some(&tag::COMMAND_COMPLETE) {
+            match backend::command_tag(&msg[5..]) {
+                // Also ROLLBACK TO SAVEPOINT, whose tag is ROLLBACK too.
+                Ok(b"ROLLBACK") => self.txn.failed = true,
+                Ok(b"SAVEPOINT") => self.txn.savepoint = true,
+                _ => {}
+            }
         }
         if matches!(self.expect.front(), Some(Expect::Execute)) {
             return self.complete(msg, |_| true, "CommandComplete");
@@ -156,7 +161,24 @@ impl Session {
         Ok(())
     }
 
+    /// The server entered COPY FROM STDIN. Until the client's CopyDone or
+    /// CopyFail it ignores Sync (protocol §55.2.6), so the Syncs the client
+    /// sent behind an extended-protocol COPY's Execute (drivers send Bind,
+    /// Execute, Sync before they know the statement is a COPY) are never
+    /// answered; their effects are settled by the next ReadyForQuery.
+    fn on_copy_in_response(&mut self, hidden: bool, msg: &[u8]) {
+        self.pass(hidden, msg);
+        let head_closed_a_batch =
+            matches!(self.expect.front(), Some(Expect::Query { hidden: false }));
+        let (client_copying, ignored_syncs) = self.expect.enter_copy_in();
+        self.copy_in = client_copying;
+        self.pending
+            .merge_forward(usize::from(head_closed_a_batch), ignored_syncs);
+    }
+
     fn on_error(&mut self, hidden: bool, msg: &[u8]) {
+        // An error ends COPY FROM STDIN; Syncs count again.
+        self.copy_in = false;
         if hidden {
             // pgpilot's own request failed: this connection's state is unknown.
             if let Some(s) = self.server.as_mut() {
@@ -176,7 +198,7 @@ impl Session {
         }
         let (lost, sync_queued) = self.expect.skip_to_sync();
         for parse in lost {
-            if let Some(s) = self.server.as_mut() {
+            if let (true, Some(s)) = (parse.server_lost, self.server.as_mut()) {
                 s.prepared.remove(parse.stmt);
             }
             // PostgreSQL did not create the client's statement: its name is free.
@@ -209,6 +231,8 @@ impl Session {
         self.client_out.extend_from_slice(msg);
         self.client_status = status;
         self.emit_due();
+        let done = self.pending.answered();
+        self.txn.effects.extend(done);
         match status {
             TransactionStatus::Failed => self.txn.failed = true,
             TransactionStatus::InTransaction => {}
@@ -227,6 +251,16 @@ impl Session {
     fn commit_effects(&mut self) {
         let effects = std::mem::take(&mut self.txn.effects);
         let failed = std::mem::replace(&mut self.txn.failed, false);
+        let savepoint = std::mem::replace(&mut self.txn.savepoint, false);
+        if failed && savepoint && !effects.is_empty() {
+            // ROLLBACK TO SAVEPOINT undoes only what came after the
+            // savepoint: which of these settings the server kept is unknown,
+            // so it must not serve another client. The client's own record
+            // drops them all, as for a full rollback.
+            if let Some(server) = self.server.as_mut() {
+                server.broken = true;
+            }
+        }
         if failed || effects.is_empty() {
             return;
         }
@@ -276,8 +310,4 @@ impl Session {
             server.session_settings = self.settings.clone();
         }
     }
-}
-
-fn is_rollback(msg: &[u8]) -> bool {
-    backend::command_tag(&msg[5..]).is_ok_and(|t| t == b"ROLLBACK")
 }

@@ -19,6 +19,7 @@ use pgpilot_wire::backend::TransactionStatus;
 use tokio::net::TcpStream;
 
 use crate::cancel::{CancelSlot, CancelTarget};
+use crate::effects::PendingEffects;
 use crate::error::{Result, SessionError};
 use crate::expect::{Expect, ExpectQueue};
 use crate::handshake::Login;
@@ -34,10 +35,13 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Per-transaction bookkeeping.
 #[derive(Debug)]
 pub(crate) struct Txn {
-    /// Session effects of statements sent in this transaction.
+    /// Session effects of statements the server has answered in this
+    /// transaction (see [`PendingEffects`] for those still on their way).
     pub effects: Vec<SessionEffect>,
     /// An error or ROLLBACK happened: effects are void.
     pub failed: bool,
+    /// A SAVEPOINT was created: a later ROLLBACK may have been partial.
+    pub savepoint: bool,
     /// When the server was checked out.
     pub started: Instant,
     /// Queries completed.
@@ -49,6 +53,7 @@ impl Txn {
         Txn {
             effects: Vec::new(),
             failed: false,
+            savepoint: false,
             started: Instant::now(),
             queries: 0,
         }
@@ -74,6 +79,8 @@ pub struct Session {
     pub(crate) statements: ClientStatements,
     /// The client's current session settings.
     pub(crate) settings: Settings,
+    /// Session effects sent to the server and not yet answered.
+    pub(crate) pending: PendingEffects,
     /// The settings from its startup packet (what RESET returns to).
     pub(crate) startup_settings: Settings,
     /// Set once the client did something that ties it to its server.
@@ -82,6 +89,9 @@ pub struct Session {
     pub(crate) session_mode: bool,
     /// Drop client messages until the next Sync (after an extended-protocol error).
     pub(crate) skip_until_sync: bool,
+    /// The server is in COPY FROM STDIN and ignores the client's Syncs
+    /// until its CopyDone or CopyFail (protocol §55.2.6).
+    pub(crate) copy_in: bool,
     /// Transaction status last reported to the client.
     pub(crate) client_status: TransactionStatus,
     pub(crate) txn: Txn,
@@ -119,9 +129,11 @@ impl Session {
             statements: ClientStatements::default(),
             settings: startup.clone(),
             startup_settings: startup,
+            pending: PendingEffects::default(),
             pinned: None,
             session_mode: settings.pool.mode == pgpilot_config::PoolMode::Session,
             skip_until_sync: false,
+            copy_in: false,
             client_status: TransactionStatus::Idle,
             txn: Txn::new(),
             max_message: settings.max_message_size,
@@ -288,7 +300,7 @@ impl Session {
             }
             Err(e) => {
                 // The message that needed a server will not run, nor will its effects.
-                self.txn.effects.clear();
+                self.pending.discard_open();
                 Err(e)
             }
         }
@@ -296,8 +308,7 @@ impl Session {
 
     /// Makes `conn` the session's server: routes cancels to it and brings
     /// its settings in line with the client's (a hidden `SET …` ahead of the
-    /// client's messages). The effects already noted for the message that
-    /// needed the server belong to the transaction that starts now.
+    /// client's messages).
     fn adopt_server(&mut self, mut conn: PooledConn) {
         self.cancel.set(Some(CancelTarget {
             addr: conn.addr.clone(),
@@ -309,12 +320,17 @@ impl Session {
             self.expect.push(Expect::Query { hidden: true });
             conn.session_settings = self.settings.clone();
         }
-        let effects = std::mem::take(&mut self.txn.effects);
-        self.txn = Txn {
-            effects,
-            ..Txn::new()
-        };
+        self.txn = Txn::new();
         self.server = Some(conn);
+    }
+
+    /// Awaits `expect` from the server. A client's Query, FunctionCall or
+    /// Sync also closes the batch of effects its ReadyForQuery will settle.
+    pub(crate) fn await_response(&mut self, expect: Expect) {
+        if matches!(expect, Expect::Query { hidden: false } | Expect::Sync) {
+            self.pending.close_batch();
+        }
+        self.expect.push(expect);
     }
 
     /// Whether the server stays with this client after the transaction.

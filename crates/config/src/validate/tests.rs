@@ -11,7 +11,7 @@ use crate::secret::{TEST_MD5_HASH, TEST_SCRAM_VERIFIER};
 use crate::{from_toml_str, AuthMethod, Error, PoolMode, PoolSettings, ServerAddr, Settings};
 
 /// Upstream and one user: the least a valid file needs.
-const BASE: &str = "
+pub(super) const BASE: &str = "
 [upstream]
 primary = \"127.0.0.1:5432\"
 
@@ -21,16 +21,16 @@ password = \"secret\"
 ";
 
 /// `extra` (top-level keys and/or a `[pool]` table) followed by [`BASE`].
-fn with_base(extra: &str) -> String {
+pub(super) fn with_base(extra: &str) -> String {
     format!("{extra}\n{BASE}")
 }
 
-fn ok(text: &str) -> Settings {
+pub(super) fn ok(text: &str) -> Settings {
     from_toml_str(text).unwrap_or_else(|e| panic!("expected valid config, got:\n{e}"))
 }
 
 /// The `(path, message)` pairs of an `Invalid` error.
-fn invalid(text: &str) -> Vec<(String, String)> {
+pub(super) fn invalid(text: &str) -> Vec<(String, String)> {
     match from_toml_str(text) {
         Err(Error::Invalid(errors)) => errors.into_iter().map(|e| (e.path, e.message)).collect(),
         other => panic!("expected Error::Invalid, got {other:?}"),
@@ -38,7 +38,7 @@ fn invalid(text: &str) -> Vec<(String, String)> {
 }
 
 /// Asserts exactly one error, at `path`, whose message contains `needle`.
-fn assert_one(text: &str, path: &str, needle: &str) {
+pub(super) fn assert_one(text: &str, path: &str, needle: &str) {
     let errors = invalid(text);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, path, "{errors:?}");
@@ -446,6 +446,9 @@ startup_timeout = 10
 max_size = 0
 mode = "statement"
 
+[routing]
+ban_time = "0s"
+
 [upstream]
 replicas = ["::1"]
 
@@ -473,6 +476,7 @@ auth = "trust"
             "upstream.replicas[0]",
             "users[0].password",
             "users[1].name",
+            "routing.ban_time",
         ]
     );
     let display = error.to_string();
@@ -540,6 +544,13 @@ const FRAGMENTS: &[&str] = &[
     "password = \"md56a422f785c9e20873908ce25d1736ae2\"",
     "password = \"SCRAM-SHA-256$1:$:\"",
     "server_password = \"\"",
+    "[routing]",
+    "fallback = \"error\"",
+    "lsn_poll_interval = \"2s\"",
+    "health_check_timeout = \"2m\"",
+    "breaker_failures = 0",
+    "max_lag_bytes = \"64MiB\"",
+    "read_only_functions = [\"A.b\", \"a.B\", \"\", \"x.y.z\"]",
     "\"",
     "[",
     "=",

@@ -105,7 +105,9 @@ pub(crate) fn user(p: &mut Problems, path: &str, raw: RawUser) -> User {
     }
 }
 
-fn non_empty_name(name: String) -> Result<String, String> {
+/// A role or database name: non-empty and, as it reaches the wire as a C
+/// string, free of NUL.
+pub(super) fn non_empty_name(name: String) -> Result<String, String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-pub mod raw;
+pub mod external;
+pub mod hand_client;
 pub mod wire_client;
 
 use pgpilot_proxy::RunningProxy;
