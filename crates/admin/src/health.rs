@@ -127,7 +127,7 @@ pub async fn probe(rt: &Runtime) -> Readiness {
     let settings = rt.settings.load_full();
     let primary = settings.upstream.primary.to_string();
     let start = Instant::now();
-    let outcome = match probe_login(&settings, &rt.pools.snapshots()) {
+    let outcome = match probe_login(&settings, &rt.backends.snapshots()) {
         Ok(params) => match tokio::time::timeout(READY_TIMEOUT, select_one(&params)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {

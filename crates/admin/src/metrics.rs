@@ -345,7 +345,7 @@ pub fn render(pools: &[PoolSnapshot], proxy: &[ProxySample]) -> String {
 
 /// `GET /metrics`.
 pub async fn handler(State(state): State<Arc<AdminState>>) -> Response {
-    let body = render(&state.rt.pools.snapshots(), &proxy_samples(&state.rt));
+    let body = render(&state.rt.backends.snapshots(), &proxy_samples(&state.rt));
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 

@@ -90,7 +90,7 @@ pub async fn handler(State(state): State<Arc<AdminState>>) -> Json<Vec<PoolView>
     Json(
         state
             .rt
-            .pools
+            .backends
             .snapshots()
             .iter()
             .map(PoolView::from)

@@ -196,7 +196,7 @@ fn print_summary(
 ) {
     let rate = transactions as f64 / elapsed.as_secs_f64().max(1e-9);
     println!("\n{transactions} transactions in {:.2} s ({rate:.0}/s) from more clients than server connections.", elapsed.as_secs_f64());
-    for p in running.proxy.rt.pools.snapshots() {
+    for p in running.proxy.rt.backends.snapshots() {
         println!(
             "pool {}/{}: {} transactions, {} queries, server connections active {} idle {}, total client wait {:.1} ms",
             p.database,

@@ -96,6 +96,14 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("key", &self.inner.key)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A lent connection; goes back to its pool when dropped (closed instead
 /// when marked `broken`).
 pub struct PooledConn {
@@ -124,6 +132,15 @@ impl Pool {
     /// The server's ParameterStatus values, once any connection logged in.
     pub fn server_params(&self) -> Option<ServerParams> {
         self.inner.server_params.read().clone()
+    }
+
+    /// Seeds the parameters shown at login (from a sibling pool on another
+    /// server) when this pool has not logged in yet.
+    pub fn set_server_params(&self, params: ServerParams) {
+        let mut p = self.inner.server_params.write();
+        if p.is_none() {
+            *p = Some(params);
+        }
     }
 
     pub fn stats(&self) -> &PoolStats {

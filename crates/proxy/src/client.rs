@@ -28,6 +28,8 @@ impl Session {
         if self.skip_until_sync && frame.tag != tag::SYNC {
             return Ok(true);
         }
+        // Messages that do not say otherwise need the primary.
+        self.next_intent = crate::route::Intent::Write;
         match frame.tag {
             tag::QUERY => self.on_query(frame).await?,
             tag::PARSE => self.on_parse(frame).await?,
@@ -69,8 +71,7 @@ impl Session {
     async fn server_ready(&mut self) -> bool {
         match self.ensure_server().await {
             Ok(()) => true,
-            Err(e) => {
-                let err = SessionError::Pool(e);
+            Err(err) => {
                 tracing::debug!(pid = self.pid, error = %err, "checkout failed");
                 let mut out = BytesMut::new();
                 err.respond(&mut out);
@@ -120,6 +121,7 @@ impl Session {
             return Vec::new();
         };
         let analysis = self.rt.analyzer.analyze(sql);
+        self.next_intent = self.intent_of(&analysis);
         let mut effects = Vec::new();
         for effect in analysis.effects.iter() {
             if let SessionEffect::Pin(reason) = effect {
@@ -145,7 +147,7 @@ impl Session {
         if let Err(e) = self.ensure_server().await {
             // A simple query gets its error and ReadyForQuery right away.
             let mut out = BytesMut::new();
-            SessionError::Pool(e).respond(&mut out);
+            e.respond(&mut out);
             backend::ready_for_query(&mut out, self.client_status);
             self.emit(out.freeze());
             return Ok(());
@@ -262,6 +264,11 @@ impl Session {
             ));
             return None;
         };
+        // Every execution counts for read-your-writes, not only the first.
+        if let Ok(sql) = std::str::from_utf8(&stmt.query) {
+            let analysis = self.rt.analyzer.analyze(sql);
+            self.next_intent = self.intent_of(&analysis);
+        }
         if !self.server_ready().await {
             return None;
         }

@@ -37,6 +37,9 @@ pub enum SessionError {
     /// The session exceeded a configured limit.
     #[error("{message}")]
     Limit { code: &'static str, message: String },
+    /// Routing found no server for the request.
+    #[error("{message}")]
+    Routing { code: &'static str, message: String },
     /// pgpilot is shutting down.
     #[error("pgpilot is shutting down")]
     Shutdown,
@@ -65,6 +68,9 @@ impl SessionError {
             SessionError::Pool(e) => return pool_error(e),
             SessionError::Auth(f) => return (f.code.clone(), f.message.clone(), Close),
             SessionError::Limit { code, .. } => (code, Close),
+            SessionError::Routing { code, message } => {
+                return ((*code).to_owned(), message.clone(), Continue)
+            }
             SessionError::Shutdown => (sqlstate::ADMIN_SHUTDOWN, Close),
         };
         (code.to_owned(), format!("pgpilot: {self}"), close)

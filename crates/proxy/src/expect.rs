@@ -114,6 +114,17 @@ impl ExpectQueue {
         self.items.is_empty()
     }
 
+    /// Forgets every entry (the server is gone); true when the client was
+    /// waiting for a ReadyForQuery (a Query or Sync of its own was pending).
+    pub fn drain_awaits_ready(&mut self) -> bool {
+        let awaited = self
+            .items
+            .iter()
+            .any(|e| matches!(e, Expect::Query { hidden: false } | Expect::Sync));
+        self.items.clear();
+        awaited
+    }
+
     /// Whether the head entry's answer is hidden.
     pub fn head_hidden(&self) -> bool {
         self.items.front().is_some_and(Expect::hidden)

@@ -23,7 +23,12 @@ use crate::runtime::Runtime;
 /// A client that passed authentication and has been welcomed.
 pub struct Login {
     pub request: StartupRequest,
+    /// The configured user the client authenticated as.
+    pub user: pgpilot_config::User,
+    /// The client's pool on the primary.
     pub pool: Pool,
+    /// The server `server` belongs to (session mode).
+    pub backend: Option<Arc<crate::backends::Backend>>,
     /// Proxy-issued BackendKeyData pid (the cancel registry key).
     pub pid: i32,
     pub cancel: Arc<CancelSlot>,
@@ -52,14 +57,9 @@ pub async fn handshake(rt: &Runtime, stream: &mut TcpStream) -> Result<Option<Lo
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(e);
     }
-    let pool = rt.pools.get(&settings, user, &request.database);
     let session_mode = settings.pool.mode == pgpilot_config::PoolMode::Session;
-    // A pool that has never logged in checks the database and credentials
-    // now, so that an unknown database fails the login with 3D000.
-    let server = match (session_mode, pool.server_params()) {
-        (false, Some(_)) => None,
-        _ => Some(pool.checkout().await.map_err(login_pool_error)?),
-    };
+    let (backend, pool, server) =
+        login_server(rt, &settings, user, &request.database, session_mode).await?;
     let params = match (&server, pool.server_params()) {
         (Some(conn), _) => std::sync::Arc::new(conn.startup_params.clone()),
         (None, Some(p)) => p,
@@ -74,12 +74,68 @@ pub async fn handshake(rt: &Runtime, stream: &mut TcpStream) -> Result<Option<Lo
     }
     Ok(Some(Login {
         request,
+        user: user.clone(),
+        backend: session_mode.then_some(backend),
         pool,
         pid,
         cancel,
         server: if session_mode { server } else { None },
         leftover: buf,
     }))
+}
+
+/// The client's pool on the primary and, when needed, a connection: a pool
+/// that has never logged in checks the database and credentials now (an
+/// unknown database fails the login with 3D000), and session mode keeps
+/// the connection. With the primary down, a replica can vouch instead.
+async fn login_server(
+    rt: &Runtime,
+    settings: &pgpilot_config::Settings,
+    user: &pgpilot_config::User,
+    database: &str,
+    session_mode: bool,
+) -> Result<(Arc<crate::backends::Backend>, Pool, Option<PooledConn>)> {
+    let primary = rt
+        .backends
+        .primary()
+        .or_else(|| rt.backends.all().into_iter().next());
+    let primary = primary.ok_or_else(|| {
+        login_pool_error(pgpilot_pool::Error::Closed {
+            pool: "no servers configured".into(),
+        })
+    })?;
+    let pool = primary.pool(settings, user, database);
+    if !session_mode && pool.server_params().is_some() {
+        return Ok((primary, pool, None));
+    }
+    let err = match pool.checkout().await {
+        Ok(conn) => return Ok((primary, pool, Some(conn))),
+        Err(e) => e,
+    };
+    if !session_mode
+        && matches!(
+            err,
+            pgpilot_pool::Error::Io { .. } | pgpilot_pool::Error::ConnectTimeout { .. }
+        )
+    {
+        for replica in rt.backends.replicas() {
+            let rpool = replica.pool(settings, user, database);
+            if rpool.server_params().is_some() || rpool.checkout().await.is_ok() {
+                return Ok((primary, pool_with_params(pool, &rpool), None));
+            }
+        }
+    }
+    Err(login_pool_error(err))
+}
+
+/// `pool`, which learns server parameters from `other` when it has none.
+fn pool_with_params(pool: Pool, other: &Pool) -> Pool {
+    if pool.server_params().is_none() {
+        if let Some(p) = other.server_params() {
+            pool.set_server_params(p);
+        }
+    }
+    pool
 }
 
 /// Reads startup packets until a StartupMessage; answers SSL/GSS requests

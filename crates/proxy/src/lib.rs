@@ -4,20 +4,29 @@
 //! (checkout, prepared-statement translation) → [`server`] handles backend
 //! messages (response matching, release at ReadyForQuery).
 //!
-//! [`Proxy`] builds the [`Runtime`] and runs the listener plus pool upkeep.
+//! Routing: [`checkout`] asks [`route`] for a server among the [`backends`],
+//! which the [`monitor`] keeps current (health, WAL positions, promotion).
+//!
+//! [`RunningProxy`] builds the [`Runtime`] and runs the listener, the
+//! monitor and pool upkeep.
 
+pub mod backends;
 pub mod cancel;
+mod checkout;
 mod client;
 pub mod client_auth;
 mod effects;
 pub mod error;
 pub mod expect;
+pub mod functions;
 pub mod handshake;
 mod io;
 pub mod listener;
+pub mod monitor;
 pub mod params;
 pub mod pools;
 mod reset;
+pub mod route;
 pub mod runtime;
 mod server;
 pub mod session;
@@ -36,6 +45,18 @@ pub use runtime::Runtime;
 /// How often pools are maintained (idle expiry, `min_size`).
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
 
+/// Pool upkeep (idle expiry, `min_size`) every [`MAINTENANCE_PERIOD`].
+async fn maintain_pools(rt: Arc<Runtime>) {
+    let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for pool in rt.backends.all_pools() {
+            pool.maintain().await;
+        }
+    }
+}
+
 /// A running proxy: its address, its runtime, and its tasks (aborted on drop).
 pub struct RunningProxy {
     pub addr: SocketAddr,
@@ -51,10 +72,8 @@ impl RunningProxy {
         let rt = Runtime::new(settings);
         let tasks = vec![
             tokio::spawn(listener::accept_loop(rt.clone(), listener)),
-            tokio::spawn({
-                let rt = rt.clone();
-                async move { rt.pools.maintain_forever(MAINTENANCE_PERIOD).await }
-            }),
+            tokio::spawn(maintain_pools(rt.clone())),
+            tokio::spawn(monitor::monitor_forever(rt.clone())),
         ];
         Ok(RunningProxy { addr, rt, tasks })
     }

@@ -13,8 +13,9 @@ use pgpilot_auth::ScramSecret;
 use pgpilot_config::Settings;
 use pgpilot_sql::Analyzer;
 
+use crate::backends::Backends;
 use crate::cancel::CancelRegistry;
-use crate::pools::Pools;
+use crate::functions::FunctionCatalog;
 use crate::statements::StatementRegistry;
 
 /// Bound on distinct query texts whose analysis is cached.
@@ -37,13 +38,18 @@ pub struct ProxyCounters {
     pub prepared_reparses: AtomicU64,
     /// Cancel requests forwarded to a server.
     pub cancels_forwarded: AtomicU64,
+    /// Server connections that failed in the middle of a client's request.
+    pub server_failures: AtomicU64,
 }
 
 /// Shared state of one running proxy.
 pub struct Runtime {
     /// Current settings; replaced whole on reload.
     pub settings: ArcSwap<Settings>,
-    pub pools: Pools,
+    /// The primary and replicas, with their pools.
+    pub backends: Backends,
+    /// Function volatility per database, for routing.
+    pub functions: FunctionCatalog,
     pub analyzer: Analyzer,
     pub statements: StatementRegistry,
     pub cancels: CancelRegistry,
@@ -55,8 +61,9 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(settings: Settings) -> Arc<Runtime> {
         Arc::new(Runtime {
+            backends: Backends::from_settings(&settings),
             settings: ArcSwap::from_pointee(settings),
-            pools: Pools::default(),
+            functions: FunctionCatalog::default(),
             analyzer: Analyzer::new(ANALYSIS_CACHE),
             statements: StatementRegistry::default(),
             cancels: CancelRegistry::default(),
@@ -67,7 +74,7 @@ impl Runtime {
 
     /// Installs new settings and pushes pool limits to every pool.
     pub fn reload(&self, settings: Settings) {
-        self.pools.apply(&settings);
+        self.backends.apply(&settings);
         self.settings.store(Arc::new(settings));
     }
 

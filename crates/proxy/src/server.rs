@@ -238,6 +238,12 @@ impl Session {
             TransactionStatus::InTransaction => {}
             TransactionStatus::Idle => {
                 self.commit_effects();
+                self.end_transaction();
+                self.route_override = self
+                    .settings
+                    .get("pgpilot.route")
+                    .map(|s| crate::route::RouteOverride::from_statement(s))
+                    .unwrap_or_default();
                 if self.expect.is_empty() && !self.holds_server() {
                     return Ok(Flow::Release);
                 }

@@ -13,17 +13,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+use pgpilot_config::User;
 use pgpilot_pool::{Pool, PoolStats, PooledConn};
 use pgpilot_sql::{PinReason, SessionEffect};
 use pgpilot_wire::backend::TransactionStatus;
 use tokio::net::TcpStream;
 
-use crate::cancel::{CancelSlot, CancelTarget};
+use crate::backends::Backend;
+use crate::cancel::CancelSlot;
 use crate::effects::PendingEffects;
 use crate::error::{Result, SessionError};
 use crate::expect::{Expect, ExpectQueue};
 use crate::handshake::Login;
-use crate::params::{self, Settings};
+use crate::params::Settings;
+use crate::route::{Intent, ReadYourWrites, RouteOverride};
 use crate::runtime::Runtime;
 use crate::statements::ClientStatements;
 
@@ -49,7 +52,7 @@ pub(crate) struct Txn {
 }
 
 impl Txn {
-    fn new() -> Txn {
+    pub(crate) fn new() -> Txn {
         Txn {
             effects: Vec::new(),
             failed: false,
@@ -68,9 +71,24 @@ pub struct Session {
     pub(crate) client_in: BytesMut,
     /// Bytes for the client not yet written.
     pub(crate) client_out: BytesMut,
+    /// The client's pool on the primary (login, client counts).
     pub(crate) pool: Pool,
+    /// The configured user the client logged in as.
+    pub(crate) user: User,
+    /// The database the client asked for.
+    pub(crate) database: String,
     /// The server connection held for the current transaction, if any.
     pub(crate) server: Option<PooledConn>,
+    /// The server `server` belongs to.
+    pub(crate) backend: Option<Arc<Backend>>,
+    /// What the message being handled needs, for the next checkout.
+    pub(crate) next_intent: Intent,
+    /// `SET pgpilot.route = primary|replica|auto`.
+    pub(crate) route_override: RouteOverride,
+    /// The client's last write, for read-your-writes.
+    pub(crate) ryw: ReadYourWrites,
+    /// The current transaction sent something that may write.
+    pub(crate) wrote: bool,
     /// Bytes for the server not yet written.
     pub(crate) server_out: BytesMut,
     /// Responses awaited from the server, in order.
@@ -123,7 +141,14 @@ impl Session {
             client_in: login.leftover,
             client_out: BytesMut::new(),
             pool: login.pool,
+            user: login.user,
+            database: login.request.database.clone(),
             server: login.server,
+            backend: login.backend,
+            next_intent: Intent::Write,
+            route_override: RouteOverride::default(),
+            ryw: ReadYourWrites::default(),
+            wrote: false,
             server_out: BytesMut::new(),
             expect: ExpectQueue::default(),
             statements: ClientStatements::default(),
@@ -165,7 +190,8 @@ impl Session {
     async fn serve(&mut self) -> Result<()> {
         self.handle_client_input().await?;
         loop {
-            self.try_flush()?;
+            let flushed = self.try_flush();
+            self.survive_server_failure(flushed)?;
             match self.next_event().await? {
                 None => return Ok(()),
                 Some(Event::ClientReadable) => {
@@ -176,10 +202,28 @@ impl Session {
                         return Ok(());
                     }
                 }
-                Some(Event::ServerReadable) => self.read_server()?,
+                Some(Event::ServerReadable) => {
+                    let r = self.read_server();
+                    self.survive_server_failure(r)?;
+                }
                 Some(Event::ClientWritable) => self.write_client()?,
-                Some(Event::ServerWritable) => self.write_server()?,
+                Some(Event::ServerWritable) => {
+                    let r = self.write_server();
+                    self.survive_server_failure(r)?;
+                }
             }
+        }
+    }
+
+    /// A server I/O failure ends the client's transaction, not its session
+    /// (unless it was pinned to that server).
+    fn survive_server_failure(&mut self, r: Result<()>) -> Result<()> {
+        match r {
+            Err(e @ SessionError::ServerIo { .. }) if self.server_lost(&e) => {
+                tracing::warn!(pid = self.pid, error = %e, "server failed mid-request");
+                Ok(())
+            }
+            other => other,
         }
     }
 
@@ -288,42 +332,6 @@ impl Session {
         Ok(())
     }
 
-    /// Checks out a server if the session has none (see [`Session::adopt_server`]).
-    pub(crate) async fn ensure_server(&mut self) -> std::result::Result<(), pgpilot_pool::Error> {
-        if self.server.is_some() {
-            return Ok(());
-        }
-        match self.pool.checkout().await {
-            Ok(conn) => {
-                self.adopt_server(conn);
-                Ok(())
-            }
-            Err(e) => {
-                // The message that needed a server will not run, nor will its effects.
-                self.pending.discard_open();
-                Err(e)
-            }
-        }
-    }
-
-    /// Makes `conn` the session's server: routes cancels to it and brings
-    /// its settings in line with the client's (a hidden `SET …` ahead of the
-    /// client's messages).
-    fn adopt_server(&mut self, mut conn: PooledConn) {
-        self.cancel.set(Some(CancelTarget {
-            addr: conn.addr.clone(),
-            pid: conn.pid,
-            key: conn.key,
-        }));
-        if let Some(sql) = params::sync_sql(&self.settings, &conn.session_settings) {
-            pgpilot_wire::frontend::query(&mut self.server_out, &sql);
-            self.expect.push(Expect::Query { hidden: true });
-            conn.session_settings = self.settings.clone();
-        }
-        self.txn = Txn::new();
-        self.server = Some(conn);
-    }
-
     /// Awaits `expect` from the server. A client's Query, FunctionCall or
     /// Sync also closes the batch of effects its ReadyForQuery will settle.
     pub(crate) fn await_response(&mut self, expect: Expect) {
@@ -336,28 +344,6 @@ impl Session {
     /// Whether the server stays with this client after the transaction.
     pub(crate) fn holds_server(&self) -> bool {
         self.session_mode || self.pinned.is_some()
-    }
-
-    /// Returns the server to the pool at the end of a transaction.
-    pub(crate) fn release_server(&mut self) {
-        let Some(conn) = self.server.take() else {
-            return;
-        };
-        self.cancel.set(None);
-        self.flush_stats(&conn);
-        drop(conn);
-    }
-
-    fn flush_stats(&mut self, conn: &PooledConn) {
-        let stats = conn.pool().stats();
-        let held = self.txn.started.elapsed().as_micros() as u64;
-        PoolStats::add(&stats.xact_count, 1);
-        PoolStats::add(&stats.xact_time_us, held);
-        PoolStats::add(&stats.query_count, self.txn.queries);
-        PoolStats::add(&stats.query_time_us, held);
-        PoolStats::add(&stats.bytes_received, std::mem::take(&mut self.bytes_in));
-        PoolStats::add(&stats.bytes_sent, std::mem::take(&mut self.bytes_out));
-        self.txn.queries = 0;
     }
 
     /// Tells the client about a fatal error, best effort.

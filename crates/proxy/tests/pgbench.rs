@@ -142,7 +142,7 @@ async fn select_only_prepared_statements() {
     let summary = run(&env, &["-M", "prepared", "-S"]).await;
     let statements = env.proxy.rt.statements.len();
     assert!(statements <= 2, "{statements} statements for select-only");
-    let snap = &env.proxy.rt.pools.snapshots()[0];
+    let snap = &env.proxy.rt.backends.snapshots()[0];
     assert!(
         snap.xact_count >= summary.processed,
         "each pgbench transaction was a pooled transaction: {snap:?} vs {summary:?}"

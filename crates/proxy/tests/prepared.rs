@@ -76,7 +76,7 @@ async fn one_statement_reused_by_50_clients_across_1000_transactions() {
         reparses <= SERVERS,
         "a server is given the statement at most once: {reparses} hidden Parses for {SERVERS} servers"
     );
-    let snap = &rt.pools.snapshots()[0];
+    let snap = &rt.backends.snapshots()[0];
     assert!(
         snap.xact_count >= (CLIENTS * TRANSACTIONS) as u64,
         "every query ran as its own pooled transaction: {snap:?}"

@@ -57,7 +57,7 @@ async fn asyncpg_pool_of_10_on_3_servers() {
         "asyncpg's named statements went through pgpilot's registry: {}",
         rt.statements.len()
     );
-    let snap = &rt.pools.snapshots()[0];
+    let snap = &rt.backends.snapshots()[0];
     assert!(snap.sv_active + snap.sv_idle <= 3, "{snap:?}");
     assert_eq!(snap.checkout_timeouts, 0, "{snap:?}");
 }
@@ -75,6 +75,6 @@ async fn psycopg_named_statements_pipeline_and_copy() {
         "psycopg's _pg3_* statements went through pgpilot's registry: {}",
         rt.statements.len()
     );
-    let snap = &rt.pools.snapshots()[0];
+    let snap = &rt.backends.snapshots()[0];
     assert_eq!(snap.checkout_timeouts, 0, "{snap:?}");
 }

@@ -376,6 +376,6 @@ async fn reload_with_larger_pool_serves_waiting_clients() {
     holder.batch_execute("commit").await.unwrap();
     assert_eq!(one_value(&idle, "select 1").await, Some("1".into()));
     assert_eq!(one_value(&waiter, "select 2").await, Some("2".into()));
-    let pools = env.proxy.rt.pools.snapshots();
+    let pools = env.proxy.rt.backends.snapshots();
     assert_eq!(pools[0].max_size, 2);
 }

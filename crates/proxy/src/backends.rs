@@ -1,0 +1,367 @@
+//! The servers behind the proxy: the primary and the replicas, each with
+//! its role, health (circuit breaker), replication position and lag, drain
+//! flag, and its pools (one per client database and user).
+//!
+//! Built from the settings at start-up; servers can be added, drained and
+//! removed at run time (admin API, reload) without dropping clients. The
+//! [`crate::monitor`] keeps health and positions current; [`crate::route`]
+//! reads them to choose a server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use pgpilot_config::{Settings, User};
+use pgpilot_pool::login::LoginParams;
+use pgpilot_pool::{Breaker, BreakerState, Pool, PoolKey, PoolSnapshot};
+
+use crate::pools::limits;
+
+/// What a server is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+
+    fn from_u8(v: u8) -> Role {
+        if v == 0 {
+            Role::Primary
+        } else {
+            Role::Replica
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Role::Primary => 0,
+            Role::Replica => 1,
+        }
+    }
+}
+
+/// Counters per server.
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    /// Transactions routed here because they read only.
+    pub reads_routed: AtomicU64,
+    /// Transactions routed here because they (may) write.
+    pub writes_routed: AtomicU64,
+    /// Reads sent to the primary because read-your-writes could not be met elsewhere.
+    pub ryw_fallbacks: AtomicU64,
+    /// Reads sent here because no replica could serve them.
+    pub read_fallbacks: AtomicU64,
+    /// Health probes that failed.
+    pub probe_failures: AtomicU64,
+}
+
+/// One server.
+#[derive(Debug)]
+pub struct Backend {
+    /// Stable id for the admin API.
+    pub id: u32,
+    /// `host:port`.
+    pub addr: String,
+    role: AtomicU8,
+    /// No new checkouts; existing transactions finish.
+    draining: AtomicBool,
+    /// Removed from the set; kept alive only by sessions still holding it.
+    removed: AtomicBool,
+    /// Last probe succeeded.
+    healthy: AtomicBool,
+    breaker: Mutex<Breaker>,
+    /// Replay LSN (replica) or current WAL LSN (primary) of the last sample.
+    lsn: AtomicU64,
+    /// When the query that produced `lsn` was sent.
+    lsn_sent_at: Mutex<Option<Instant>>,
+    /// Bytes of WAL behind the primary, at the last sample.
+    lag_bytes: AtomicU64,
+    /// Replay delay in milliseconds, at the last sample (0 when caught up).
+    lag_ms: AtomicU64,
+    pools: Mutex<HashMap<PoolKey, Pool>>,
+    pub counters: BackendCounters,
+}
+
+/// A health/position sample taken by the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub in_recovery: bool,
+    pub lsn: u64,
+    pub replay_delay_ms: u64,
+    /// When the sampling query was sent.
+    pub sent_at: Instant,
+}
+
+impl Backend {
+    fn new(id: u32, addr: String, role: Role, settings: &Settings) -> Backend {
+        let r = &settings.routing;
+        Backend {
+            id,
+            addr,
+            role: AtomicU8::new(role.to_u8()),
+            draining: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+            breaker: Mutex::new(Breaker::new(r.breaker_failures, r.ban_time)),
+            lsn: AtomicU64::new(0),
+            lsn_sent_at: Mutex::new(None),
+            lag_bytes: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            pools: Mutex::new(HashMap::new()),
+            counters: BackendCounters::default(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        Role::from_u8(self.role.load(Relaxed))
+    }
+
+    pub fn set_role(&self, role: Role) {
+        self.role.store(role.to_u8(), Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    /// Whether new transactions may start here at `now`.
+    pub fn accepts_traffic(&self, now: Instant) -> bool {
+        !self.is_draining() && !self.is_removed() && self.breaker.lock().allows_traffic(now)
+    }
+
+    pub fn breaker_state(&self, now: Instant) -> BreakerState {
+        self.breaker.lock().state(now)
+    }
+
+    /// The last sampled position and when its query was sent.
+    pub fn position(&self) -> (u64, Option<Instant>) {
+        (self.lsn.load(Relaxed), *self.lsn_sent_at.lock())
+    }
+
+    pub fn lag(&self) -> (u64, u64) {
+        (self.lag_bytes.load(Relaxed), self.lag_ms.load(Relaxed))
+    }
+
+    /// Records a successful probe.
+    pub fn record_sample(&self, s: &Sample, primary_lsn: Option<u64>) {
+        self.healthy.store(true, Relaxed);
+        self.breaker.lock().success();
+        self.lsn.store(s.lsn, Relaxed);
+        *self.lsn_sent_at.lock() = Some(s.sent_at);
+        let behind = primary_lsn.map_or(0, |p| p.saturating_sub(s.lsn));
+        self.lag_bytes
+            .store(if s.in_recovery { behind } else { 0 }, Relaxed);
+        let delay = if s.in_recovery && behind > 0 {
+            s.replay_delay_ms
+        } else {
+            0
+        };
+        self.lag_ms.store(delay, Relaxed);
+    }
+
+    /// Records a failed probe or request; drops idle connections when the
+    /// breaker opens (they are most likely dead too).
+    pub fn record_failure(&self, now: Instant) {
+        self.healthy.store(false, Relaxed);
+        self.counters.probe_failures.fetch_add(1, Relaxed);
+        let opened = self.breaker.lock().failure(now);
+        if opened {
+            tracing::warn!(server = %self.addr, role = self.role().as_str(), "circuit breaker opened");
+            for pool in self.pools.lock().values() {
+                pool.drain_idle();
+            }
+        }
+    }
+
+    /// The pool for `user` on `database` here, created on first use.
+    pub fn pool(&self, settings: &Settings, user: &User, database: &str) -> Pool {
+        let key = PoolKey {
+            database: database.to_owned(),
+            user: user.name.clone(),
+        };
+        let mut pools = self.pools.lock();
+        pools
+            .entry(key.clone())
+            .or_insert_with(|| Pool::new(key, self.login(user, database), limits(&settings.pool)))
+            .clone()
+    }
+
+    fn login(&self, user: &User, database: &str) -> LoginParams {
+        LoginParams {
+            addr: self.addr.clone(),
+            user: user.server_user.clone(),
+            password: user.server_password.clone(),
+            database: database.to_owned(),
+        }
+    }
+
+    /// Every pool of this server.
+    pub fn pools(&self) -> Vec<Pool> {
+        self.pools.lock().values().cloned().collect()
+    }
+
+    fn apply(&self, settings: &Settings) {
+        let r = &settings.routing;
+        self.breaker
+            .lock()
+            .configure(r.breaker_failures, r.ban_time);
+        self.pools
+            .lock()
+            .retain(|key, pool| match settings.user(&key.user) {
+                Some(user) => {
+                    pool.set_limits(limits(&settings.pool));
+                    pool.set_login(self.login(user, &key.database));
+                    true
+                }
+                None => {
+                    pool.close();
+                    false
+                }
+            });
+    }
+
+    fn retire(&self) {
+        self.removed.store(true, Relaxed);
+        for pool in self.pools.lock().drain().map(|(_, p)| p) {
+            pool.close();
+        }
+    }
+}
+
+/// The server set.
+#[derive(Default)]
+pub struct Backends {
+    list: RwLock<Vec<Arc<Backend>>>,
+    next_id: AtomicU32,
+}
+
+impl Backends {
+    /// The primary and replicas named in `settings`.
+    pub fn from_settings(settings: &Settings) -> Backends {
+        let b = Backends::default();
+        b.add(
+            settings,
+            settings.upstream.primary.to_string(),
+            Role::Primary,
+        );
+        for r in &settings.upstream.replicas {
+            b.add(settings, r.to_string(), Role::Replica);
+        }
+        b
+    }
+
+    /// Adds a server; returns its id.
+    pub fn add(&self, settings: &Settings, addr: String, role: Role) -> Arc<Backend> {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let backend = Arc::new(Backend::new(id, addr, role, settings));
+        self.list.write().push(backend.clone());
+        tracing::info!(server = %backend.addr, role = role.as_str(), id, "server added");
+        backend
+    }
+
+    /// Stops new checkouts on server `id`; running transactions finish.
+    pub fn drain(&self, id: u32) -> Option<Arc<Backend>> {
+        let b = self.get(id)?;
+        b.draining.store(true, Relaxed);
+        Some(b)
+    }
+
+    /// Removes server `id`: no new checkouts, pools closed (lent
+    /// connections close when their transaction ends).
+    pub fn remove(&self, id: u32) -> Option<Arc<Backend>> {
+        let mut list = self.list.write();
+        let pos = list.iter().position(|b| b.id == id)?;
+        let b = list.remove(pos);
+        b.retire();
+        Some(b)
+    }
+
+    pub fn get(&self, id: u32) -> Option<Arc<Backend>> {
+        self.list.read().iter().find(|b| b.id == id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Backend>> {
+        self.list.read().clone()
+    }
+
+    /// The current primary (the first server in that role).
+    pub fn primary(&self) -> Option<Arc<Backend>> {
+        self.list
+            .read()
+            .iter()
+            .find(|b| b.role() == Role::Primary)
+            .cloned()
+    }
+
+    /// Servers in the replica role.
+    pub fn replicas(&self) -> Vec<Arc<Backend>> {
+        self.list
+            .read()
+            .iter()
+            .filter(|b| b.role() == Role::Replica)
+            .cloned()
+            .collect()
+    }
+
+    pub fn has_replicas(&self) -> bool {
+        self.list.read().iter().any(|b| b.role() == Role::Replica)
+    }
+
+    /// Applies reloaded settings: pool limits everywhere, servers added or
+    /// removed to match `[upstream]` (the current primary is never removed
+    /// by a reload that still names it, whatever its configured role).
+    pub fn apply(&self, settings: &Settings) {
+        let wanted: Vec<(String, Role)> =
+            std::iter::once((settings.upstream.primary.to_string(), Role::Primary))
+                .chain(
+                    settings
+                        .upstream
+                        .replicas
+                        .iter()
+                        .map(|r| (r.to_string(), Role::Replica)),
+                )
+                .collect();
+        for b in self.all() {
+            if wanted.iter().any(|(a, _)| *a == b.addr) {
+                b.apply(settings);
+            } else {
+                self.remove(b.id);
+            }
+        }
+        for (addr, role) in wanted {
+            if !self.all().iter().any(|b| b.addr == addr) {
+                self.add(settings, addr, role);
+            }
+        }
+    }
+
+    /// Every pool of every server.
+    pub fn all_pools(&self) -> Vec<Pool> {
+        self.all().iter().flat_map(|b| b.pools()).collect()
+    }
+
+    /// Pool snapshots, for metrics.
+    pub fn snapshots(&self) -> Vec<PoolSnapshot> {
+        let mut v: Vec<PoolSnapshot> = self.all_pools().iter().map(Pool::snapshot).collect();
+        v.sort_by(|a, b| (&a.server, &a.database, &a.user).cmp(&(&b.server, &b.database, &b.user)));
+        v
+    }
+}

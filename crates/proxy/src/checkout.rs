@@ -1,0 +1,206 @@
+//! Getting a server for the client's next transaction and giving it back:
+//! routing ([`crate::route`]) picks the server, the pool lends a
+//! connection, the client's settings are synced onto it; at the end of the
+//! transaction it is released, with read-your-writes bookkeeping.
+//!
+//! A read whose replica cannot be reached is retried on another server
+//! before anything was sent, so the client never sees that failure.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use pgpilot_pool::{PoolStats, PooledConn};
+use pgpilot_sql::Analysis;
+
+use crate::cancel::CancelTarget;
+use crate::error::SessionError;
+use crate::expect::Expect;
+use crate::params;
+use crate::route::{self, Intent, NoServer};
+use crate::session::{Session, Txn};
+
+/// Servers tried for one read before giving up.
+const READ_ATTEMPTS: usize = 3;
+
+impl Session {
+    /// What the statement `analysis` needs, noting possible writes for
+    /// read-your-writes.
+    pub(crate) fn intent_of(&mut self, analysis: &Analysis) -> Intent {
+        let settings = self.rt.settings.load();
+        let r = &settings.routing;
+        let intent = route::intent(
+            analysis,
+            self.route_override,
+            &self.rt.functions,
+            &self.database,
+            &r.read_only_functions,
+        );
+        if intent == Intent::Write {
+            self.wrote = true;
+        }
+        intent
+    }
+
+    /// Checks out a server for `self.next_intent` if the session has none
+    /// (see [`Session::adopt_server`]).
+    pub(crate) async fn ensure_server(&mut self) -> Result<(), SessionError> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        let result = self.checkout_routed().await;
+        if result.is_err() {
+            // The message that needed a server will not run, nor will its effects.
+            self.pending.discard_open();
+        }
+        result
+    }
+
+    async fn checkout_routed(&mut self) -> Result<(), SessionError> {
+        let settings = self.rt.settings.load_full();
+        let intent = std::mem::replace(&mut self.next_intent, Intent::Write);
+        let mut exclude = Vec::new();
+        loop {
+            let choice = route::choose(
+                &self.rt.backends,
+                &settings,
+                &self.user,
+                &self.database,
+                intent,
+                &mut self.ryw,
+                &exclude,
+            )
+            .map_err(no_server)?;
+            match choice.pool.checkout().await {
+                Ok(conn) => {
+                    self.adopt_server(conn);
+                    self.backend = Some(choice.backend);
+                    return Ok(());
+                }
+                Err(e) if is_server_down(&e) => {
+                    choice.backend.record_failure(Instant::now());
+                    exclude.push(choice.backend.id);
+                    if intent == Intent::Write || exclude.len() >= READ_ATTEMPTS {
+                        return Err(SessionError::Pool(e));
+                    }
+                    tracing::debug!(server = %choice.backend.addr, error = %e, "read retried on another server");
+                }
+                Err(e) => return Err(SessionError::Pool(e)),
+            }
+        }
+    }
+
+    /// Makes `conn` the session's server: routes cancels to it and brings
+    /// its settings in line with the client's (a hidden `SET …` ahead of the
+    /// client's messages).
+    pub(crate) fn adopt_server(&mut self, mut conn: PooledConn) {
+        self.cancel.set(Some(CancelTarget {
+            addr: conn.addr.clone(),
+            pid: conn.pid,
+            key: conn.key,
+        }));
+        if let Some(sql) = params::sync_sql(&self.settings, &conn.session_settings) {
+            pgpilot_wire::frontend::query(&mut self.server_out, &sql);
+            self.expect.push(Expect::Query { hidden: true });
+            conn.session_settings = self.settings.clone();
+        }
+        self.txn = Txn::new();
+        self.server = Some(conn);
+    }
+
+    /// The transaction ended (ReadyForQuery idle): a write in it is what
+    /// the client's next reads must see.
+    pub(crate) fn end_transaction(&mut self) {
+        if std::mem::take(&mut self.wrote) {
+            self.ryw.last_write = Some(Instant::now());
+            self.ryw.needed_lsn = None;
+        }
+    }
+
+    /// Returns the server to the pool at the end of a transaction.
+    pub(crate) fn release_server(&mut self) {
+        let Some(conn) = self.server.take() else {
+            return;
+        };
+        self.cancel.set(None);
+        self.flush_stats(&conn);
+        self.backend = None;
+        drop(conn);
+    }
+
+    fn flush_stats(&mut self, conn: &PooledConn) {
+        let stats = conn.pool().stats();
+        let held = self.txn.started.elapsed().as_micros() as u64;
+        PoolStats::add(&stats.xact_count, 1);
+        PoolStats::add(&stats.xact_time_us, held);
+        PoolStats::add(&stats.query_count, self.txn.queries);
+        PoolStats::add(&stats.query_time_us, held);
+        PoolStats::add(&stats.bytes_received, std::mem::take(&mut self.bytes_in));
+        PoolStats::add(&stats.bytes_sent, std::mem::take(&mut self.bytes_out));
+        self.txn.queries = 0;
+    }
+
+    /// The held server failed mid-request: count it against the server,
+    /// drop the connection, and tell the client its transaction is gone.
+    /// Returns false when the session cannot go on (pinned state was lost).
+    pub(crate) fn server_lost(&mut self, err: &SessionError) -> bool {
+        if let Some(b) = self.backend.take() {
+            b.record_failure(Instant::now());
+        }
+        if let Some(mut conn) = self.server.take() {
+            conn.broken = true;
+            self.cancel.set(None);
+        }
+        if self.holds_server() {
+            return false;
+        }
+        self.rt.counters.server_failures.fetch_add(1, Relaxed);
+        let awaited_ready = self.expect.drain_awaits_ready();
+        self.server_out.clear();
+        self.pending = Default::default();
+        self.copy_in = false;
+        self.wrote = false;
+        let mut out = bytes::BytesMut::new();
+        let message = format!("pgpilot: {err}; the transaction was not completed");
+        pgpilot_wire::backend::error_response(
+            &mut out,
+            "ERROR",
+            pgpilot_wire::sqlstate::CONNECTION_FAILURE,
+            &message,
+        );
+        self.client_status = pgpilot_wire::backend::TransactionStatus::Idle;
+        if awaited_ready {
+            pgpilot_wire::backend::ready_for_query(&mut out, self.client_status);
+        } else {
+            self.skip_until_sync = true;
+        }
+        self.client_out.extend_from_slice(&out);
+        true
+    }
+}
+
+fn no_server(e: NoServer) -> SessionError {
+    let (code, message) = match e {
+        NoServer::PrimaryDown => (
+            pgpilot_wire::sqlstate::CONNECTION_FAILURE,
+            "pgpilot: the primary is unavailable (circuit breaker open or no primary)",
+        ),
+        NoServer::NoReplica => (
+            pgpilot_wire::sqlstate::CANNOT_CONNECT_NOW,
+            "pgpilot: no replica can serve this read and fallback = \"error\"",
+        ),
+    };
+    SessionError::Routing {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+/// Failures that say the server is unreachable, not that the request was bad.
+fn is_server_down(e: &pgpilot_pool::Error) -> bool {
+    matches!(
+        e,
+        pgpilot_pool::Error::Io { .. }
+            | pgpilot_pool::Error::ConnectTimeout { .. }
+            | pgpilot_pool::Error::Protocol { .. }
+    ) || matches!(e, pgpilot_pool::Error::Server { fields, .. } if fields.code.starts_with("57P") || fields.code == "53300")
+}

@@ -1,0 +1,175 @@
+//! Health and replication monitoring: one task per server samples, every
+//! `lsn_poll_interval`, whether it is in recovery, its WAL position (replay
+//! LSN on a replica, current LSN on the primary) and its replay delay, each
+//! bounded by `health_check_timeout`. Successes close the server's circuit
+//! breaker, failures count towards opening it. With `auto_role`, a replica
+//! that leaves recovery becomes the primary (promotion). The primary's task
+//! also loads each database's function volatility for routing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgpilot_pool::login::{self, LoginParams};
+use pgpilot_pool::probe::{self, parse_lsn};
+use pgpilot_pool::ServerConn;
+use tokio::task::JoinHandle;
+
+use crate::backends::{Backend, Role, Sample};
+use crate::functions::{Volatility, CATALOG_QUERY};
+use crate::runtime::Runtime;
+
+/// One round trip: recovery state, WAL position, replay delay in ms.
+const SAMPLE_QUERY: &str = "SELECT pg_is_in_recovery(), \
+     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
+     COALESCE((EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint, 0)";
+
+/// How often the function catalogs are refreshed.
+const CATALOG_REFRESH: Duration = Duration::from_secs(30);
+
+/// Starts and stops per-server monitors as servers come and go.
+pub async fn monitor_forever(rt: Arc<Runtime>) {
+    let mut running: HashMap<u32, JoinHandle<()>> = HashMap::new();
+    loop {
+        for b in rt.backends.all() {
+            running
+                .entry(b.id)
+                .or_insert_with(|| tokio::spawn(monitor_backend(rt.clone(), b.clone())));
+        }
+        running.retain(|_, task| !task.is_finished());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Samples one server until it is removed.
+async fn monitor_backend(rt: Arc<Runtime>, b: Arc<Backend>) {
+    let mut conn: Option<ServerConn> = None;
+    let mut catalogs_at: Option<Instant> = None;
+    while !b.is_removed() {
+        let settings = rt.settings.load_full();
+        let r = &settings.routing;
+        let sent_at = Instant::now();
+        let outcome =
+            tokio::time::timeout(r.health_check_timeout, sample(&rt, &b, &mut conn, sent_at)).await;
+        match outcome {
+            Ok(Some(s)) => {
+                on_sample(&rt, &b, &s);
+                if b.role() == Role::Primary
+                    && catalogs_at.is_none_or(|t| t.elapsed() >= CATALOG_REFRESH)
+                {
+                    load_catalogs(&rt, &b).await;
+                    catalogs_at = Some(Instant::now());
+                }
+            }
+            _ => {
+                conn = None;
+                b.record_failure(Instant::now());
+            }
+        }
+        let pause = if b.is_healthy() {
+            r.lsn_poll_interval
+        } else {
+            r.health_check_interval.min(r.ban_time)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn monitor_login(rt: &Runtime, addr: &str, database: &str) -> Option<LoginParams> {
+    let settings = rt.settings.load();
+    let user = settings.users.first()?;
+    Some(LoginParams {
+        addr: addr.to_owned(),
+        user: user.server_user.clone(),
+        password: user.server_password.clone(),
+        database: database.to_owned(),
+    })
+}
+
+async fn sample(
+    rt: &Runtime,
+    b: &Backend,
+    conn: &mut Option<ServerConn>,
+    sent_at: Instant,
+) -> Option<Sample> {
+    if conn.is_none() {
+        let db = rt.settings.load().routing.monitor_database.clone();
+        let params = monitor_login(rt, &b.addr, &db)?;
+        let timeout = rt.settings.load().routing.health_check_timeout;
+        match login::connect(&params, timeout).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                tracing::debug!(server = %b.addr, error = %e, "health check login failed");
+                return None;
+            }
+        }
+    }
+    let c = conn.as_mut()?;
+    let rows = probe::query(c, SAMPLE_QUERY).await.ok()?;
+    let row = rows.first()?;
+    let text = |i: usize| row.get(i).cloned().flatten();
+    Some(Sample {
+        in_recovery: text(0)? == "t",
+        lsn: text(1).as_deref().and_then(parse_lsn).unwrap_or(0),
+        replay_delay_ms: text(2)
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0)
+            .max(0) as u64,
+        sent_at,
+    })
+}
+
+fn on_sample(rt: &Runtime, b: &Arc<Backend>, s: &Sample) {
+    let settings = rt.settings.load();
+    let primary_lsn = rt.backends.primary().map(|p| p.position().0);
+    b.record_sample(s, primary_lsn);
+    match (b.role(), s.in_recovery) {
+        (Role::Replica, false) if settings.routing.auto_role => promote(rt, b),
+        (Role::Primary, true) if settings.routing.auto_role => {
+            tracing::warn!(server = %b.addr, "primary is in recovery: demoting it to replica");
+            b.set_role(Role::Replica);
+        }
+        _ => {}
+    }
+}
+
+/// A replica left recovery: it is the new primary unless a healthy primary
+/// is still out of recovery (split brain: keep the current one, loudly).
+fn promote(rt: &Runtime, b: &Arc<Backend>) {
+    let now = Instant::now();
+    if let Some(current) = rt.backends.primary() {
+        if current.id != b.id && current.accepts_traffic(now) && current.is_healthy() {
+            tracing::error!(server = %b.addr, primary = %current.addr, "two servers out of recovery; keeping the current primary");
+            return;
+        }
+        current.set_role(Role::Replica);
+    }
+    b.set_role(Role::Primary);
+    tracing::warn!(server = %b.addr, "promoted: now routing writes here");
+}
+
+/// Loads function volatility for every database with a pool on the primary.
+async fn load_catalogs(rt: &Runtime, b: &Backend) {
+    let timeout = rt.settings.load().routing.health_check_timeout * 5;
+    let mut databases: Vec<String> = b.pools().iter().map(|p| p.key().database.clone()).collect();
+    databases.sort();
+    databases.dedup();
+    for db in databases {
+        let Some(params) = monitor_login(rt, &b.addr, &db) else {
+            return;
+        };
+        let load = async {
+            let mut conn = login::connect(&params, timeout).await.ok()?;
+            probe::query(&mut conn, CATALOG_QUERY).await.ok()
+        };
+        if let Ok(Some(rows)) = tokio::time::timeout(timeout, load).await {
+            let mut v = Volatility::with_capacity(rows.len());
+            for row in rows {
+                if let (Some(Some(name)), Some(Some(class))) = (row.first(), row.get(1)) {
+                    v.insert(name.clone(), class.bytes().next().unwrap_or(b'v'));
+                }
+            }
+            rt.functions.set(&db, v);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Choosing the server for a transaction: the primary for anything that
+//! may write, the least-loaded healthy, caught-up replica for reads, and
+//! read-your-writes by WAL position.
+//!
+//! Read-your-writes without a round trip on the write path: the monitor
+//! samples the primary's WAL position continuously, recording when each
+//! sampling query was *sent*. A client whose write committed at instant T
+//! needs a replica that replayed any primary position sampled by a query
+//! sent after T (that position includes the commit). Until such a sample
+//! exists, or while no replica has replayed it, the client reads from the
+//! primary.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgpilot_config::{Fallback, RoutingSettings, Settings, User};
+use pgpilot_pool::Pool;
+use pgpilot_sql::{Analysis, RouteHint, Target, TxnControl};
+
+use crate::backends::{Backend, Backends};
+use crate::functions::FunctionCatalog;
+
+/// What a transaction's first statement needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// May write, lock or have side effects: the primary.
+    Write,
+    /// Reads only: a replica may serve it.
+    Read,
+}
+
+/// A client's routing override (`SET pgpilot.route = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteOverride {
+    #[default]
+    Auto,
+    Primary,
+    Replica,
+}
+
+impl RouteOverride {
+    /// Parses the value of a `SET pgpilot.route` statement.
+    pub fn from_statement(statement: &str) -> RouteOverride {
+        let s = statement.to_ascii_lowercase();
+        if s.contains("primary") {
+            RouteOverride::Primary
+        } else if s.contains("replica") {
+            RouteOverride::Replica
+        } else {
+            RouteOverride::Auto
+        }
+    }
+}
+
+/// A client's read-your-writes state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadYourWrites {
+    /// When the client's last write transaction committed.
+    pub last_write: Option<Instant>,
+    /// The primary position that write is known to be within.
+    pub needed_lsn: Option<u64>,
+}
+
+/// Why a server was chosen (for metrics and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Write,
+    Read,
+    /// No replica could serve the read (none healthy, lagging, draining).
+    ReadFallback,
+    /// Replicas had not replayed the client's own write yet.
+    RywFallback,
+}
+
+/// The chosen server and the pool to check out from.
+pub struct Choice {
+    pub backend: Arc<Backend>,
+    pub pool: Pool,
+    pub reason: Reason,
+}
+
+/// Why no server could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoServer {
+    PrimaryDown,
+    NoReplica,
+}
+
+/// The intent of a statement, from its analysis and the session's override.
+pub fn intent(
+    analysis: &Analysis,
+    route: RouteOverride,
+    catalog: &FunctionCatalog,
+    database: &str,
+    read_only_fns: &[String],
+) -> Intent {
+    match (route, analysis.hint) {
+        (_, RouteHint::Primary) => return Intent::Write,
+        (_, RouteHint::Replica) => return Intent::Read,
+        (RouteOverride::Primary, _) => return Intent::Write,
+        (RouteOverride::Replica, _) => return Intent::Read,
+        (RouteOverride::Auto, RouteHint::None) => {}
+    }
+    let class = &analysis.class;
+    match class.txn {
+        TxnControl::Begin { read_only } => {
+            return if read_only {
+                Intent::Read
+            } else {
+                Intent::Write
+            }
+        }
+        TxnControl::End | TxnControl::None => {}
+    }
+    match class.target {
+        Target::Primary => Intent::Write,
+        Target::Anywhere => Intent::Read,
+        Target::Replica
+            if class
+                .functions
+                .iter()
+                .all(|f| catalog.is_read_only(database, f, read_only_fns)) =>
+        {
+            Intent::Read
+        }
+        Target::Replica => Intent::Write,
+    }
+}
+
+/// Picks the server for a transaction with `intent`, skipping `exclude`
+/// (servers that just failed for this request).
+pub fn choose(
+    backends: &Backends,
+    settings: &Settings,
+    user: &User,
+    database: &str,
+    intent: Intent,
+    ryw: &mut ReadYourWrites,
+    exclude: &[u32],
+) -> Result<Choice, NoServer> {
+    let now = Instant::now();
+    let r = &settings.routing;
+    if intent == Intent::Read && r.enabled {
+        if let Some(choice) = choose_replica(backends, settings, user, database, ryw, exclude, now)
+        {
+            return Ok(choice);
+        }
+    }
+    let primary = backends
+        .primary()
+        .filter(|p| p.accepts_traffic(now) && !exclude.contains(&p.id));
+    let Some(primary) = primary else {
+        return Err(NoServer::PrimaryDown);
+    };
+    let reason = match intent {
+        Intent::Write => Reason::Write,
+        Intent::Read if !r.enabled || !backends.has_replicas() => Reason::Read,
+        Intent::Read if r.fallback == Fallback::Error => return Err(NoServer::NoReplica),
+        Intent::Read if ryw_blocked(backends, r, ryw, now) => Reason::RywFallback,
+        Intent::Read => Reason::ReadFallback,
+    };
+    count(&primary, reason);
+    let pool = primary.pool(settings, user, database);
+    Ok(Choice {
+        backend: primary,
+        pool,
+        reason,
+    })
+}
+
+fn count(b: &Backend, reason: Reason) {
+    let c = &b.counters;
+    let counter = match reason {
+        Reason::Write => &c.writes_routed,
+        Reason::Read => &c.reads_routed,
+        Reason::ReadFallback => &c.read_fallbacks,
+        Reason::RywFallback => &c.ryw_fallbacks,
+    };
+    counter.fetch_add(1, Relaxed);
+}
+
+/// The least-loaded replica that is healthy, within the lag limits and has
+/// replayed the client's last write.
+fn choose_replica(
+    backends: &Backends,
+    settings: &Settings,
+    user: &User,
+    database: &str,
+    ryw: &mut ReadYourWrites,
+    exclude: &[u32],
+    now: Instant,
+) -> Option<Choice> {
+    let r = &settings.routing;
+    let needed = needed_lsn(backends, r, ryw)?;
+    let mut best: Option<(f64, Arc<Backend>, Pool)> = None;
+    for b in backends.replicas() {
+        if exclude.contains(&b.id)
+            || !b.accepts_traffic(now)
+            || !within_lag(&b, r)
+            || b.position().0 < needed
+        {
+            continue;
+        }
+        let pool = b.pool(settings, user, database);
+        let load = pool.load();
+        if best.as_ref().is_none_or(|(l, _, _)| load < *l) {
+            best = Some((load, b, pool));
+        }
+    }
+    let (_, backend, pool) = best?;
+    count(&backend, Reason::Read);
+    Some(Choice {
+        backend,
+        pool,
+        reason: Reason::Read,
+    })
+}
+
+fn within_lag(b: &Backend, r: &RoutingSettings) -> bool {
+    let (bytes, ms) = b.lag();
+    bytes <= r.max_lag_bytes && u128::from(ms) <= r.max_lag.as_millis()
+}
+
+/// The WAL position a replica must have replayed for this client: 0 when
+/// it has no write to see; `None` when it cannot be known yet.
+fn needed_lsn(backends: &Backends, r: &RoutingSettings, ryw: &mut ReadYourWrites) -> Option<u64> {
+    if !r.read_your_writes {
+        return Some(0);
+    }
+    let Some(written) = ryw.last_write else {
+        return Some(0);
+    };
+    if let Some(lsn) = ryw.needed_lsn {
+        return Some(lsn);
+    }
+    let (lsn, sent_at) = backends.primary()?.position();
+    if sent_at? > written {
+        ryw.needed_lsn = Some(lsn);
+        return Some(lsn);
+    }
+    None
+}
+
+fn ryw_blocked(
+    backends: &Backends,
+    r: &RoutingSettings,
+    ryw: &mut ReadYourWrites,
+    now: Instant,
+) -> bool {
+    let Some(needed) = needed_lsn(backends, r, ryw) else {
+        return ryw.last_write.is_some();
+    };
+    needed > 0
+        && !backends
+            .replicas()
+            .iter()
+            .any(|b| b.accepts_traffic(now) && within_lag(b, r) && b.position().0 >= needed)
+}
