@@ -8,6 +8,7 @@
 //! readiness probe is the one route that touches PostgreSQL, and it caches
 //! its answer so scrapers cannot turn it into load on the database.
 
+pub mod backends;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -56,6 +57,15 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::handler))
         .route("/api/pools", get(pools::handler))
+        .route("/api/backends", get(backends::list).post(backends::add))
+        .route(
+            "/api/backends/{id}/drain",
+            axum::routing::post(backends::drain),
+        )
+        .route(
+            "/api/backends/{id}",
+            axum::routing::delete(backends::remove),
+        )
         .fallback(not_found)
         .with_state(state)
 }

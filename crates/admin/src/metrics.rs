@@ -345,7 +345,10 @@ pub fn render(pools: &[PoolSnapshot], proxy: &[ProxySample]) -> String {
 
 /// `GET /metrics`.
 pub async fn handler(State(state): State<Arc<AdminState>>) -> Response {
-    let body = render(&state.rt.backends.snapshots(), &proxy_samples(&state.rt));
+    let mut body = render(&state.rt.backends.snapshots(), &proxy_samples(&state.rt));
+    let mut servers = Exposition::default();
+    crate::backends::render_metrics(&mut servers, &crate::backends::views(&state));
+    body.push_str(&servers.finish());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 

@@ -24,10 +24,24 @@ struct Reply {
 
 /// Sends `GET path` with `Connection: close` and reads the whole response.
 async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, None).await
+}
+
+/// Sends `method path` (with a JSON body when given) and reads the response.
+async fn request(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) -> Reply {
     let mut stream = TcpStream::connect(addr)
         .await
         .expect("connect to admin API");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let body = json.unwrap_or("");
+    let content = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{content}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     stream
         .write_all(request.as_bytes())
         .await
@@ -208,4 +222,113 @@ async fn admin_api_reports_a_live_proxy_and_a_dead_primary() {
     let live = get(admin, "/health/live").await;
     assert_eq!(live.status, 200, "liveness does not depend on the primary");
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_can_be_listed_added_drained_and_removed() {
+    let cluster = Cluster::primary_only();
+    let proxy = start_proxy(&cluster).await;
+    let _client = run_queries(&proxy).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let admin = listener.local_addr().expect("admin addr");
+    tokio::spawn(pgpilot_admin::serve(proxy.rt.clone(), listener));
+
+    let list = get(admin, "/api/backends").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let primary = format!("127.0.0.1:{}", cluster.primary.port);
+    assert!(
+        list.body
+            .contains(&format!(r#""addr":"{primary}","role":"primary""#)),
+        "{}",
+        list.body
+    );
+
+    // A replica nobody listens on: it is added, then found unhealthy by the monitor.
+    let added = request(
+        admin,
+        "POST",
+        "/api/backends",
+        Some(r#"{"addr":"127.0.0.1:1","role":"replica"}"#),
+    )
+    .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let id: u32 = added
+        .body
+        .split(r#""id":"#)
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .expect("id");
+    let dup = request(
+        admin,
+        "POST",
+        "/api/backends",
+        Some(r#"{"addr":"127.0.0.1:1"}"#),
+    )
+    .await;
+    assert_eq!(dup.status, 409);
+    let bad = request(
+        admin,
+        "POST",
+        "/api/backends",
+        Some(r#"{"addr":"127.0.0.1:1","role":"leader"}"#),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = get(admin, "/api/backends").await.body;
+        if body.contains(r#""addr":"127.0.0.1:1","role":"replica","healthy":false"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "monitor never marked the dead replica unhealthy: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Reads still work: routing skips the unhealthy replica.
+    let conn_str = format!(
+        "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={APP_DB}",
+        proxy.addr.port()
+    );
+    let (c, conn) = tokio_postgres::connect(&conn_str, NoTls)
+        .await
+        .expect("login");
+    tokio::spawn(conn);
+    c.simple_query("SELECT 1")
+        .await
+        .expect("read served by the primary");
+
+    let drained = request(admin, "POST", &format!("/api/backends/{id}/drain"), None).await;
+    assert_eq!(drained.status, 200);
+    assert!(
+        drained.body.contains(r#""draining":true"#),
+        "{}",
+        drained.body
+    );
+    let metrics = get(admin, "/metrics").await.body;
+    assert!(
+        metrics.contains(r#"pgpilot_server_draining{server="127.0.0.1:1",role="replica"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            r#"pgpilot_server_up{{server="{primary}",role="primary"}} 1"#
+        )),
+        "{metrics}"
+    );
+
+    let removed = request(admin, "DELETE", &format!("/api/backends/{id}"), None).await;
+    assert_eq!(removed.status, 200);
+    assert!(!get(admin, "/api/backends")
+        .await
+        .body
+        .contains("127.0.0.1:1\""));
+    assert_eq!(
+        request(admin, "DELETE", &format!("/api/backends/{id}"), None)
+            .await
+            .status,
+        404
+    );
 }
