@@ -88,7 +88,8 @@ pub struct Backend {
     lag_bytes: AtomicU64,
     /// Replay delay in milliseconds, at the last sample (0 when caught up).
     lag_ms: AtomicU64,
-    pools: Mutex<HashMap<PoolKey, Pool>>,
+    /// Database → user → pool (nested so look-ups need no allocation).
+    pools: Mutex<HashMap<String, HashMap<String, Pool>>>,
     pub counters: BackendCounters,
 }
 
@@ -185,7 +186,7 @@ impl Backend {
         let opened = self.breaker.lock().failure(now);
         if opened {
             tracing::warn!(server = %self.addr, role = self.role().as_str(), "circuit breaker opened");
-            for pool in self.pools.lock().values() {
+            for pool in self.pools() {
                 pool.drain_idle();
             }
         }
@@ -193,15 +194,21 @@ impl Backend {
 
     /// The pool for `user` on `database` here, created on first use.
     pub fn pool(&self, settings: &Settings, user: &User, database: &str) -> Pool {
+        let mut pools = self.pools.lock();
+        if let Some(pool) = pools
+            .get(database)
+            .and_then(|by_user| by_user.get(&user.name))
+        {
+            return pool.clone();
+        }
         let key = PoolKey {
             database: database.to_owned(),
             user: user.name.clone(),
         };
-        let mut pools = self.pools.lock();
-        pools
-            .entry(key.clone())
-            .or_insert_with(|| Pool::new(key, self.login(user, database), limits(&settings.pool)))
-            .clone()
+        let pool = Pool::new(key, self.login(user, database), limits(&settings.pool));
+        let by_user = pools.entry(database.to_owned()).or_default();
+        by_user.insert(user.name.clone(), pool.clone());
+        pool
     }
 
     fn login(&self, user: &User, database: &str) -> LoginParams {
@@ -215,7 +222,11 @@ impl Backend {
 
     /// Every pool of this server.
     pub fn pools(&self) -> Vec<Pool> {
-        self.pools.lock().values().cloned().collect()
+        self.pools
+            .lock()
+            .values()
+            .flat_map(|by_user| by_user.values().cloned())
+            .collect()
     }
 
     fn apply(&self, settings: &Settings) {
@@ -223,12 +234,11 @@ impl Backend {
         self.breaker
             .lock()
             .configure(r.breaker_failures, r.ban_time);
-        self.pools
-            .lock()
-            .retain(|key, pool| match settings.user(&key.user) {
+        for by_user in self.pools.lock().values_mut() {
+            by_user.retain(|name, pool| match settings.user(name) {
                 Some(user) => {
                     pool.set_limits(limits(&settings.pool));
-                    pool.set_login(self.login(user, &key.database));
+                    pool.set_login(self.login(user, &pool.key().database));
                     true
                 }
                 None => {
@@ -236,13 +246,15 @@ impl Backend {
                     false
                 }
             });
+        }
     }
 
     fn retire(&self) {
         self.removed.store(true, Relaxed);
-        for pool in self.pools.lock().drain().map(|(_, p)| p) {
+        for pool in self.pools() {
             pool.close();
         }
+        self.pools.lock().clear();
     }
 }
 
@@ -309,6 +321,18 @@ impl Backends {
             .iter()
             .find(|b| b.role() == Role::Primary)
             .cloned()
+    }
+
+    /// Calls `f` on each server in the replica role, without copying the list.
+    pub fn for_each_replica(&self, mut f: impl FnMut(&Arc<Backend>)) {
+        for b in self
+            .list
+            .read()
+            .iter()
+            .filter(|b| b.role() == Role::Replica)
+        {
+            f(b);
+        }
     }
 
     /// Servers in the replica role.

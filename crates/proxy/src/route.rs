@@ -194,20 +194,20 @@ fn choose_replica(
     let r = &settings.routing;
     let needed = needed_lsn(backends, r, ryw)?;
     let mut best: Option<(f64, Arc<Backend>, Pool)> = None;
-    for b in backends.replicas() {
+    backends.for_each_replica(|b| {
         if exclude.contains(&b.id)
             || !b.accepts_traffic(now)
-            || !within_lag(&b, r)
+            || !within_lag(b, r)
             || b.position().0 < needed
         {
-            continue;
+            return;
         }
         let pool = b.pool(settings, user, database);
         let load = pool.load();
         if best.as_ref().is_none_or(|(l, _, _)| load < *l) {
-            best = Some((load, b, pool));
+            best = Some((load, b.clone(), pool));
         }
-    }
+    });
     let (_, backend, pool) = best?;
     count(&backend, Reason::Read);
     Some(Choice {
