@@ -14,6 +14,11 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Runtime worker threads (default: one per core). 1 runs everything on
+    /// a single-threaded runtime, as PgBouncer does: no cross-thread wake-ups,
+    /// which is fastest when pgpilot shares few cores with PostgreSQL.
+    #[arg(long, global = true, env = "PGPILOT_WORKERS")]
+    workers: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,9 +42,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    let workers = cli.workers;
     let result = match cli.command {
-        Command::Proxy(args) => run_async(proxy_cmd::run(args)),
-        Command::Demo(args) => run_async(demo::run(args)),
+        Command::Proxy(args) => run_async(workers, proxy_cmd::run(args)),
+        Command::Demo(args) => run_async(workers, demo::run(args)),
         Command::CheckConfig { path } => check_config(&path),
         Command::Cluster(args) => cluster_cmd::run(args),
     };
@@ -52,10 +58,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+fn run_async(workers: Option<usize>, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let rt = match workers {
+        Some(0) => anyhow::bail!("--workers must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
     rt.block_on(fut)
 }
 
