@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use pgpilot_auth::ScramSecret;
 use pgpilot_config::Settings;
+use pgpilot_insight::{Insight, InsightSettings};
 use pgpilot_sql::Analyzer;
 
 use crate::backends::Backends;
@@ -50,6 +51,8 @@ pub struct Runtime {
     pub backends: Backends,
     /// Function volatility per database, for routing.
     pub functions: FunctionCatalog,
+    /// Per-query statistics, findings and slow log.
+    pub insight: Arc<Insight>,
     pub analyzer: Analyzer,
     pub statements: StatementRegistry,
     pub cancels: CancelRegistry,
@@ -58,12 +61,39 @@ pub struct Runtime {
     scram_cache: Mutex<HashMap<(String, String), ScramSecret>>,
 }
 
+/// Insight settings from the proxy settings.
+pub fn insight_settings(_settings: &Settings) -> InsightSettings {
+    InsightSettings {
+        // Two significant digits (1 % precision) keep a fingerprint's
+        // histogram near 10–40 kB; three would cost 30–200 kB each.
+        histogram_sigfig: 2,
+        max_fingerprints: 2000,
+        ..InsightSettings::default()
+    }
+}
+
+/// An [`Insight`], falling back to one without a history store when the
+/// store cannot be opened (insight must never stop the proxy).
+fn new_insight(settings: InsightSettings) -> Insight {
+    let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+    match Insight::new(settings.clone(), now, wall) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "query history store unavailable; keeping insight in memory only");
+            let settings = InsightSettings { store_path: None, ..settings };
+            Insight::new(settings, now, wall).expect("an insight without a store cannot fail to open")
+        }
+    }
+}
+
 impl Runtime {
     pub fn new(settings: Settings) -> Arc<Runtime> {
+        let insight = Arc::new(new_insight(insight_settings(&settings)));
         Arc::new(Runtime {
             backends: Backends::from_settings(&settings),
             settings: ArcSwap::from_pointee(settings),
             functions: FunctionCatalog::default(),
+            insight,
             analyzer: Analyzer::new(ANALYSIS_CACHE),
             statements: StatementRegistry::default(),
             cancels: CancelRegistry::default(),
