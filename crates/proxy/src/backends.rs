@@ -7,7 +7,7 @@
 //! [`crate::monitor`] keeps health and positions current; [`crate::route`]
 //! reads them to choose a server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +18,10 @@ use pgpilot_pool::login::LoginParams;
 use pgpilot_pool::{Breaker, BreakerState, Pool, PoolKey, PoolSnapshot};
 
 use crate::pools::limits;
+
+/// Positions kept per server for read-your-writes: about a second of
+/// samples at the default `lsn_poll_interval` (10 ms).
+const POSITION_HISTORY: usize = 128;
 
 /// What a server is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +84,11 @@ pub struct Backend {
     /// Last probe succeeded.
     healthy: AtomicBool,
     breaker: Mutex<Breaker>,
-    /// Replay LSN (replica) or current WAL LSN (primary) of the last sample.
-    lsn: AtomicU64,
-    /// When the query that produced `lsn` was sent.
-    lsn_sent_at: Mutex<Option<Instant>>,
+    /// Replay LSN (replica) or current WAL LSN (primary) of the last
+    /// [`POSITION_HISTORY`] samples, each with when the query that produced
+    /// it was sent, oldest first. One lock: read-your-writes must never pair
+    /// a send time with another sample's position.
+    positions: Mutex<VecDeque<(u64, Instant)>>,
     /// Bytes of WAL behind the primary, at the last sample.
     lag_bytes: AtomicU64,
     /// Replay delay in milliseconds, at the last sample (0 when caught up).
@@ -114,8 +119,7 @@ impl Backend {
             removed: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             breaker: Mutex::new(Breaker::new(r.breaker_failures, r.ban_time)),
-            lsn: AtomicU64::new(0),
-            lsn_sent_at: Mutex::new(None),
+            positions: Mutex::new(VecDeque::with_capacity(POSITION_HISTORY)),
             lag_bytes: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
             pools: Mutex::new(HashMap::new()),
@@ -154,7 +158,20 @@ impl Backend {
 
     /// The last sampled position and when its query was sent.
     pub fn position(&self) -> (u64, Option<Instant>) {
-        (self.lsn.load(Relaxed), *self.lsn_sent_at.lock())
+        self.positions
+            .lock()
+            .back()
+            .map_or((0, None), |&(lsn, sent_at)| (lsn, Some(sent_at)))
+    }
+
+    /// The position of the earliest kept sample whose query was sent after
+    /// `t`: it includes everything committed before `t` (on the primary: a
+    /// client's write acknowledged before `t`), and is the smallest such
+    /// position known. `None` until a sample sent after `t` arrives.
+    pub fn position_after(&self, t: Instant) -> Option<u64> {
+        let positions = self.positions.lock();
+        let first_after = positions.partition_point(|&(_, sent_at)| sent_at <= t);
+        positions.get(first_after).map(|&(lsn, _)| lsn)
     }
 
     pub fn lag(&self) -> (u64, u64) {
@@ -165,8 +182,12 @@ impl Backend {
     pub fn record_sample(&self, s: &Sample, primary_lsn: Option<u64>) {
         self.healthy.store(true, Relaxed);
         self.breaker.lock().success();
-        self.lsn.store(s.lsn, Relaxed);
-        *self.lsn_sent_at.lock() = Some(s.sent_at);
+        let mut positions = self.positions.lock();
+        if positions.len() == POSITION_HISTORY {
+            positions.pop_front();
+        }
+        positions.push_back((s.lsn, s.sent_at));
+        drop(positions);
         let behind = primary_lsn.map_or(0, |p| p.saturating_sub(s.lsn));
         self.lag_bytes
             .store(if s.in_recovery { behind } else { 0 }, Relaxed);
@@ -387,5 +408,57 @@ impl Backends {
         let mut v: Vec<PoolSnapshot> = self.all_pools().iter().map(Pool::snapshot).collect();
         v.sort_by(|a, b| (&a.server, &a.database, &a.user).cmp(&(&b.server, &b.database, &b.user)));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn settings() -> Settings {
+        pgpilot_config::from_toml_str(
+            "[upstream]\nprimary = \"127.0.0.1:5432\"\n[[users]]\nname = \"u\"\npassword = \"p\"\n",
+        )
+        .expect("settings")
+    }
+
+    fn sample(lsn: u64, sent_at: Instant) -> Sample {
+        Sample {
+            in_recovery: false,
+            lsn,
+            replay_delay_ms: 0,
+            sent_at,
+        }
+    }
+
+    #[test]
+    fn position_after_is_the_earliest_sample_sent_later() {
+        let b = Backend::new(1, "127.0.0.1:5432".into(), Role::Primary, &settings());
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(b.position(), (0, None));
+        assert_eq!(b.position_after(t0), None, "no sample yet");
+        for (ms, lsn) in [(10, 100), (20, 200), (30, 300)] {
+            b.record_sample(&sample(lsn, at(ms)), None);
+        }
+        assert_eq!(b.position(), (300, Some(at(30))));
+        assert_eq!(b.position_after(at(5)), Some(100));
+        assert_eq!(b.position_after(at(10)), Some(200), "sent strictly after");
+        assert_eq!(b.position_after(at(25)), Some(300));
+        assert_eq!(b.position_after(at(30)), None, "not sampled since");
+    }
+
+    #[test]
+    fn position_history_is_bounded() {
+        let b = Backend::new(1, "127.0.0.1:5432".into(), Role::Primary, &settings());
+        let t0 = Instant::now();
+        for i in 0..(POSITION_HISTORY as u64 * 2) {
+            b.record_sample(&sample(i, t0 + Duration::from_millis(i + 1)), None);
+        }
+        assert_eq!(b.positions.lock().len(), POSITION_HISTORY);
+        // Older than the history: the oldest kept sample, still sent later.
+        assert_eq!(b.position_after(t0), Some(POSITION_HISTORY as u64));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use pgpilot_pool::{PoolStats, PooledConn};
-use pgpilot_sql::Analysis;
+use pgpilot_sql::{Analysis, SessionEffect};
 
 use crate::cancel::CancelTarget;
 use crate::error::SessionError;
@@ -24,21 +24,45 @@ const READ_ATTEMPTS: usize = 3;
 
 impl Session {
     /// What the statement `analysis` needs, noting possible writes for
-    /// read-your-writes.
+    /// read-your-writes. A read sent to the primary by a hint or by
+    /// `pgpilot.route` is not a write: the client's next reads need not wait
+    /// for the replicas.
     pub(crate) fn intent_of(&mut self, analysis: &Analysis) -> Intent {
         let settings = self.rt.settings.load();
         let r = &settings.routing;
-        let intent = route::intent(
+        let own = route::statement_intent(
             analysis,
-            self.route_override,
             &self.rt.functions,
             &self.database,
             &r.read_only_functions,
         );
-        if intent == Intent::Write {
+        if own == Intent::Write {
             self.wrote = true;
         }
-        intent
+        if let Some(forced) = route::forced_intent(analysis.hint, self.route_override) {
+            return forced;
+        }
+        if self.primary_only(analysis) {
+            return Intent::Write;
+        }
+        own
+    }
+
+    /// Reads a replica cannot serve for this session: a statement that
+    /// pins the client (it will stay on that server, writes included, so it
+    /// must be the primary: `SET ROLE`, `SET SESSION CHARACTERISTICS`…), or
+    /// any transaction while the client's default isolation is serializable
+    /// (a standby refuses serializable transactions).
+    fn primary_only(&self, analysis: &Analysis) -> bool {
+        let pins = analysis
+            .effects
+            .iter()
+            .any(|e| matches!(e, SessionEffect::Pin(_)));
+        let serializable = self
+            .settings
+            .get("default_transaction_isolation")
+            .is_some_and(|set| set.to_ascii_lowercase().contains("serializable"));
+        pins || serializable
     }
 
     /// Checks out a server for `self.next_intent` if the session has none
@@ -104,6 +128,7 @@ impl Session {
             conn.session_settings = self.settings.clone();
         }
         self.txn = Txn::new();
+        self.server_farewell = None;
         self.server = Some(conn);
     }
 
@@ -154,13 +179,19 @@ impl Session {
             return false;
         }
         self.rt.counters.server_failures.fetch_add(1, Relaxed);
+        let idle = self.expect.is_empty();
         let awaited_ready = self.expect.drain_awaits_ready();
         self.server_out.clear();
         self.pending = Default::default();
         self.copy_in = false;
         self.wrote = false;
         let mut out = bytes::BytesMut::new();
-        let message = format!("pgpilot: {err}; the transaction was not completed");
+        let message = match self.server_farewell.take() {
+            Some(said) => format!(
+                "pgpilot: {err} (the server said: {said}); the transaction was not completed"
+            ),
+            None => format!("pgpilot: {err}; the transaction was not completed"),
+        };
         pgpilot_wire::backend::error_response(
             &mut out,
             "ERROR",
@@ -170,11 +201,43 @@ impl Session {
         self.client_status = pgpilot_wire::backend::TransactionStatus::Idle;
         if awaited_ready {
             pgpilot_wire::backend::ready_for_query(&mut out, self.client_status);
+        } else if idle {
+            // Nothing to answer now: an unsolicited error would confuse
+            // the client's driver (tokio-postgres closes the connection).
+            self.lost_transaction = Some(out.freeze());
+            return true;
         } else {
             self.skip_until_sync = true;
         }
         self.client_out.extend_from_slice(&out);
         true
+    }
+
+    /// Answers the client's first message after its transaction was lost
+    /// while it idled ([`Session::server_lost`]) with the error, as
+    /// PostgreSQL fails a statement in an aborted transaction: a Query or
+    /// FunctionCall gets the error and ReadyForQuery, an extended-protocol
+    /// message the error and the rest of its batch is skipped up to Sync.
+    /// Returns whether the message `tag` should still be handled.
+    pub(crate) fn report_lost_transaction(&mut self, message_tag: u8) -> bool {
+        use pgpilot_wire::tag::frontend as tag;
+        let Some(error) = self.lost_transaction.take() else {
+            return true;
+        };
+        self.emit(error);
+        match message_tag {
+            tag::QUERY | tag::FUNCTION_CALL => {
+                let mut ready = bytes::BytesMut::new();
+                pgpilot_wire::backend::ready_for_query(&mut ready, self.client_status);
+                self.emit(ready.freeze());
+                false
+            }
+            tag::SYNC | tag::TERMINATE => true,
+            _ => {
+                self.skip_until_sync = true;
+                false
+            }
+        }
     }
 }
 

@@ -28,6 +28,9 @@ impl Session {
         if self.skip_until_sync && frame.tag != tag::SYNC {
             return Ok(true);
         }
+        if !self.report_lost_transaction(frame.tag) {
+            return Ok(true);
+        }
         // Messages that do not say otherwise need the primary.
         self.next_intent = crate::route::Intent::Write;
         match frame.tag {

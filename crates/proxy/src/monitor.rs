@@ -20,12 +20,25 @@ use crate::functions::{Volatility, CATALOG_QUERY};
 use crate::runtime::Runtime;
 
 /// One round trip: recovery state, WAL position, replay delay in ms.
+///
+/// On the primary the *insert* position: an asynchronous commit
+/// (`synchronous_commit = off`) is acknowledged before its WAL is written,
+/// so the write position (`pg_current_wal_lsn()`) may not include it yet,
+/// and a read-your-writes wait for it could end on a replica that lacks the
+/// client's write.
 const SAMPLE_QUERY: &str = "SELECT pg_is_in_recovery(), \
-     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
+     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END, \
      COALESCE((EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint, 0)";
 
 /// How often the function catalogs are refreshed.
 const CATALOG_REFRESH: Duration = Duration::from_secs(30);
+
+/// How soon a database whose catalog load failed is tried again. (A
+/// database first used since the last load is loaded at the next sample.)
+const CATALOG_RETRY: Duration = Duration::from_secs(5);
+
+/// When each database's catalog load was last attempted.
+type CatalogAttempts = HashMap<String, Instant>;
 
 /// Starts and stops per-server monitors as servers come and go.
 pub async fn monitor_forever(rt: Arc<Runtime>) {
@@ -44,7 +57,7 @@ pub async fn monitor_forever(rt: Arc<Runtime>) {
 /// Samples one server until it is removed.
 async fn monitor_backend(rt: Arc<Runtime>, b: Arc<Backend>) {
     let mut conn: Option<ServerConn> = None;
-    let mut catalogs_at: Option<Instant> = None;
+    let mut catalogs = CatalogAttempts::new();
     while !b.is_removed() {
         let settings = rt.settings.load_full();
         let r = &settings.routing;
@@ -54,11 +67,8 @@ async fn monitor_backend(rt: Arc<Runtime>, b: Arc<Backend>) {
         match outcome {
             Ok(Some(s)) => {
                 on_sample(&rt, &b, &s);
-                if b.role() == Role::Primary
-                    && catalogs_at.is_none_or(|t| t.elapsed() >= CATALOG_REFRESH)
-                {
-                    load_catalogs(&rt, &b).await;
-                    catalogs_at = Some(Instant::now());
+                if b.role() == Role::Primary {
+                    load_catalogs(&rt, &b, &mut catalogs).await;
                 }
             }
             _ => {
@@ -148,13 +158,27 @@ fn promote(rt: &Runtime, b: &Arc<Backend>) {
     tracing::warn!(server = %b.addr, "promoted: now routing writes here");
 }
 
-/// Loads function volatility for every database with a pool on the primary.
-async fn load_catalogs(rt: &Runtime, b: &Backend) {
+/// Whether `db`'s catalog should be (re)loaded now: never tried, missing
+/// and not tried for [`CATALOG_RETRY`], or older than [`CATALOG_REFRESH`].
+fn catalog_due(rt: &Runtime, db: &str, attempts: &CatalogAttempts) -> bool {
+    match attempts.get(db) {
+        None => true,
+        Some(t) if !rt.functions.has(db) => t.elapsed() >= CATALOG_RETRY,
+        Some(t) => t.elapsed() >= CATALOG_REFRESH,
+    }
+}
+
+/// Loads function volatility for the databases with a pool on the primary
+/// whose catalog is due: a database is covered soon after its first client
+/// logs in, not only at the next periodic refresh.
+async fn load_catalogs(rt: &Runtime, b: &Backend, attempts: &mut CatalogAttempts) {
     let timeout = rt.settings.load().routing.health_check_timeout * 5;
     let mut databases: Vec<String> = b.pools().iter().map(|p| p.key().database.clone()).collect();
     databases.sort();
     databases.dedup();
+    databases.retain(|db| catalog_due(rt, db, attempts));
     for db in databases {
+        attempts.insert(db.clone(), Instant::now());
         let Some(params) = monitor_login(rt, &b.addr, &db) else {
             return;
         };

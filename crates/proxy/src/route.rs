@@ -5,10 +5,11 @@
 //! Read-your-writes without a round trip on the write path: the monitor
 //! samples the primary's WAL position continuously, recording when each
 //! sampling query was *sent*. A client whose write committed at instant T
-//! needs a replica that replayed any primary position sampled by a query
-//! sent after T (that position includes the commit). Until such a sample
-//! exists, or while no replica has replayed it, the client reads from the
-//! primary.
+//! needs a replica that replayed a primary position sampled by a query sent
+//! after T (that position includes the commit); the earliest such sample
+//! is used (see [`Backend::position_after`]), so a read long after the write
+//! is not held to other clients' later writes. Until such a sample exists,
+//! or while no replica has replayed it, the client reads from the primary.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -87,21 +88,24 @@ pub enum NoServer {
     NoReplica,
 }
 
-/// The intent of a statement, from its analysis and the session's override.
-pub fn intent(
+/// Where a hint comment or the session's `pgpilot.route` sends a statement
+/// whatever it does; `None` when neither decides. A hint beats the setting.
+pub fn forced_intent(hint: RouteHint, route: RouteOverride) -> Option<Intent> {
+    match (route, hint) {
+        (_, RouteHint::Primary) | (RouteOverride::Primary, RouteHint::None) => Some(Intent::Write),
+        (_, RouteHint::Replica) | (RouteOverride::Replica, RouteHint::None) => Some(Intent::Read),
+        (RouteOverride::Auto, RouteHint::None) => None,
+    }
+}
+
+/// What the statement itself needs, overrides aside: `Write` when it may
+/// write (which is what read-your-writes must track), `Read` otherwise.
+pub fn statement_intent(
     analysis: &Analysis,
-    route: RouteOverride,
     catalog: &FunctionCatalog,
     database: &str,
     read_only_fns: &[String],
 ) -> Intent {
-    match (route, analysis.hint) {
-        (_, RouteHint::Primary) => return Intent::Write,
-        (_, RouteHint::Replica) => return Intent::Read,
-        (RouteOverride::Primary, _) => return Intent::Write,
-        (RouteOverride::Replica, _) => return Intent::Read,
-        (RouteOverride::Auto, RouteHint::None) => {}
-    }
     let class = &analysis.class;
     match class.txn {
         TxnControl::Begin { read_only } => {
@@ -195,11 +199,7 @@ fn choose_replica(
     let needed = needed_lsn(backends, r, ryw)?;
     let mut best: Option<(f64, Arc<Backend>, Pool)> = None;
     backends.for_each_replica(|b| {
-        if exclude.contains(&b.id)
-            || !b.accepts_traffic(now)
-            || !within_lag(b, r)
-            || b.position().0 < needed
-        {
+        if exclude.contains(&b.id) || !serves_reads(b, r, needed, now) {
             return;
         }
         let pool = b.pool(settings, user, database);
@@ -215,6 +215,14 @@ fn choose_replica(
         pool,
         reason: Reason::Read,
     })
+}
+
+/// Whether replica `b` may serve a read that must see WAL position
+/// `needed`: accepting traffic, sampled at least once (a server just added
+/// has an unknown lag), within the lag limits, and replayed far enough.
+fn serves_reads(b: &Backend, r: &RoutingSettings, needed: u64, now: Instant) -> bool {
+    let (replayed, sampled_at) = b.position();
+    b.accepts_traffic(now) && sampled_at.is_some() && within_lag(b, r) && replayed >= needed
 }
 
 fn within_lag(b: &Backend, r: &RoutingSettings) -> bool {
@@ -234,26 +242,48 @@ fn needed_lsn(backends: &Backends, r: &RoutingSettings, ryw: &mut ReadYourWrites
     if let Some(lsn) = ryw.needed_lsn {
         return Some(lsn);
     }
-    let (lsn, sent_at) = backends.primary()?.position();
-    if sent_at? > written {
-        ryw.needed_lsn = Some(lsn);
-        return Some(lsn);
-    }
-    None
+    let lsn = backends.primary()?.position_after(written)?;
+    ryw.needed_lsn = Some(lsn);
+    Some(lsn)
 }
 
+/// Whether only the client's own last write keeps its read off the
+/// replicas: some replica could serve a read, none one that must see that
+/// write. (With no replica able to serve at all, the read is a plain
+/// fallback, whatever the client wrote.)
 fn ryw_blocked(
     backends: &Backends,
     r: &RoutingSettings,
     ryw: &mut ReadYourWrites,
     now: Instant,
 ) -> bool {
-    let Some(needed) = needed_lsn(backends, r, ryw) else {
-        return ryw.last_write.is_some();
-    };
-    needed > 0
-        && !backends
+    let available = |needed: u64| {
+        backends
             .replicas()
             .iter()
-            .any(|b| b.accepts_traffic(now) && within_lag(b, r) && b.position().0 >= needed)
+            .any(|b| serves_reads(b, r, needed, now))
+    };
+    if !available(0) {
+        return false;
+    }
+    match needed_lsn(backends, r, ryw) {
+        None => ryw.last_write.is_some(),
+        Some(needed) => needed > 0 && !available(needed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_beats_the_session_setting_which_beats_nothing() {
+        use RouteHint as H;
+        use RouteOverride as O;
+        assert_eq!(forced_intent(H::None, O::Auto), None);
+        assert_eq!(forced_intent(H::None, O::Primary), Some(Intent::Write));
+        assert_eq!(forced_intent(H::None, O::Replica), Some(Intent::Read));
+        assert_eq!(forced_intent(H::Replica, O::Primary), Some(Intent::Read));
+        assert_eq!(forced_intent(H::Primary, O::Replica), Some(Intent::Write));
+    }
 }

@@ -177,6 +177,9 @@ impl Session {
     }
 
     fn on_error(&mut self, hidden: bool, msg: &[u8]) {
+        if self.server_says_farewell(msg) {
+            return;
+        }
         // An error ends COPY FROM STDIN; Syncs count again.
         self.copy_in = false;
         if hidden {
@@ -209,6 +212,30 @@ impl Session {
         if !sync_queued {
             self.skip_until_sync = true;
         }
+    }
+
+    /// A FATAL or PANIC error: the server is closing the connection
+    /// (shutdown, crash, terminated backend, idle timeout). Unless the
+    /// client is pinned to this server, its session outlives the connection:
+    /// the message is kept for the one error [`Session::server_lost`]
+    /// reports when the connection closes, instead of reaching the client as
+    /// a FATAL (on which drivers drop a connection that is still good)
+    /// followed by that error. Returns whether it was such a message.
+    fn server_says_farewell(&mut self, msg: &[u8]) -> bool {
+        if self.holds_server() {
+            return false;
+        }
+        let Ok(fields) = backend::ErrorFields::decode(&msg[5..]) else {
+            return false;
+        };
+        if !matches!(fields.severity.as_str(), "FATAL" | "PANIC") {
+            return false;
+        }
+        if let Some(s) = self.server.as_mut() {
+            s.broken = true;
+        }
+        self.server_farewell = Some(format!("{} {}", fields.code, fields.message));
+        true
     }
 
     fn on_ready(&mut self, msg: &[u8]) -> Result<Flow> {

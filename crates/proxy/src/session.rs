@@ -107,6 +107,12 @@ pub struct Session {
     pub(crate) session_mode: bool,
     /// Drop client messages until the next Sync (after an extended-protocol error).
     pub(crate) skip_until_sync: bool,
+    /// The held server's FATAL or PANIC message (`SQLSTATE message`), kept
+    /// for the error reported when it closes the connection.
+    pub(crate) server_farewell: Option<String>,
+    /// The error owed to a client whose server failed while it idled
+    /// inside a transaction: its next message gets it instead of running.
+    pub(crate) lost_transaction: Option<bytes::Bytes>,
     /// The server is in COPY FROM STDIN and ignores the client's Syncs
     /// until its CopyDone or CopyFail (protocol §55.2.6).
     pub(crate) copy_in: bool,
@@ -158,6 +164,8 @@ impl Session {
             pinned: None,
             session_mode: settings.pool.mode == pgpilot_config::PoolMode::Session,
             skip_until_sync: false,
+            server_farewell: None,
+            lost_transaction: None,
             copy_in: false,
             client_status: TransactionStatus::Idle,
             txn: Txn::new(),

@@ -89,22 +89,33 @@ pub fn classify(parsed: &pg_query::ParseResult) -> Classification {
         merge(&mut c, target, reason);
     }
     for (node, _, _, _) in parsed.protobuf.nodes() {
-        if let NodeRef::FuncCall(f) = node {
-            if let Some(name) = function_name(f) {
-                if SIDE_EFFECT_FUNCTIONS.contains(&name.as_str())
-                    || name.starts_with("pg_advisory")
-                    || name.starts_with("pg_try_advisory")
-                {
-                    merge(&mut c, Target::Primary, "side-effecting function");
-                }
-                if !c.functions.contains(&name) {
-                    c.functions.push(name);
-                }
+        match node {
+            NodeRef::FuncCall(f) => note_function(&mut c, f),
+            // Row locks anywhere (a subquery, EXISTS), not only at the top.
+            NodeRef::SelectStmt(s) if !s.locking_clause.is_empty() => {
+                merge(&mut c, Target::Primary, "row locks (FOR UPDATE/SHARE)");
             }
+            _ => {}
         }
     }
     c.tables = parsed.tables();
     c
+}
+
+/// Lists a called function; a side-effecting one needs the primary.
+fn note_function(c: &mut Classification, f: &protobuf::FuncCall) {
+    let Some(name) = function_name(f) else {
+        return;
+    };
+    if SIDE_EFFECT_FUNCTIONS.contains(&name.as_str())
+        || name.starts_with("pg_advisory")
+        || name.starts_with("pg_try_advisory")
+    {
+        merge(c, Target::Primary, "side-effecting function");
+    }
+    if !c.functions.contains(&name) {
+        c.functions.push(name);
+    }
 }
 
 /// The stricter of two targets wins: Primary > Replica > Anywhere.
@@ -199,8 +210,11 @@ fn copy_to_target(c: &protobuf::CopyStmt) -> (Target, &'static str) {
 fn transaction_control(t: &protobuf::TransactionStmt) -> TxnControl {
     match TransactionStmtKind::try_from(t.kind) {
         Ok(TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart) => {
+            // A standby refuses SERIALIZABLE ("cannot use serializable mode
+            // in a hot standby"): such a transaction is the primary's.
             TxnControl::Begin {
-                read_only: t.options.iter().any(is_read_only_option),
+                read_only: t.options.iter().any(is_read_only_option)
+                    && !t.options.iter().any(is_serializable_option),
             }
         }
         Ok(
@@ -224,6 +238,23 @@ fn is_read_only_option(o: &pg_query::Node) -> bool {
         Some(NodeEnum::AConst(c)) => {
             matches!(&c.val, Some(protobuf::a_const::Val::Ival(i)) if i.ival != 0)
         }
+        _ => false,
+    }
+}
+
+/// `transaction_isolation = 'serializable'` in BEGIN's option list.
+fn is_serializable_option(o: &pg_query::Node) -> bool {
+    let Some(NodeEnum::DefElem(d)) = o.node.as_ref() else {
+        return false;
+    };
+    if d.defname != "transaction_isolation" {
+        return false;
+    }
+    match d.arg.as_ref().and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::AConst(c)) => matches!(
+            &c.val,
+            Some(protobuf::a_const::Val::Sval(s)) if s.sval.eq_ignore_ascii_case("serializable")
+        ),
         _ => false,
     }
 }
@@ -270,6 +301,9 @@ mod tests {
             "SELECT * FROM t FOR UPDATE",
             "SELECT * FROM t FOR NO KEY UPDATE",
             "SELECT * FROM t FOR SHARE",
+            "SELECT * FROM (SELECT * FROM t FOR UPDATE) s",
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM t FOR KEY SHARE)",
+            "SELECT (SELECT a FROM t LIMIT 1 FOR NO KEY UPDATE)",
             "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
             "SELECT * INTO t3 FROM t",
             "SELECT nextval('s')",
@@ -277,6 +311,8 @@ mod tests {
             "SELECT setval('s', 1)",
             "BEGIN",
             "BEGIN READ WRITE",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+            "START TRANSACTION READ ONLY ISOLATION LEVEL SERIALIZABLE DEFERRABLE",
             "EXPLAIN ANALYZE DELETE FROM t",
             "COPY t FROM STDIN",
             "LISTEN c",

@@ -5,6 +5,7 @@
 
 pub mod external;
 pub mod hand_client;
+pub mod routing;
 pub mod wire_client;
 
 use pgpilot_proxy::RunningProxy;
@@ -224,4 +225,85 @@ pub async fn one_value(client: &Client, sql: &str) -> Option<String> {
             _ => None,
         })
         .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// A primary with a streaming replica and pgpilot routing over both, for
+/// [`Env::start_routed`] and [`Env::routed_settings`].
+#[derive(Debug, Clone, Default)]
+pub struct RoutingSetup {
+    /// Cluster options; [`Env::start_routed`] always asks for the replica.
+    pub cluster: ClusterOptions,
+    /// Lines of the `[routing]` table.
+    pub routing: String,
+    /// Lines of the `[pool]` table.
+    pub pool: String,
+}
+
+impl RoutingSetup {
+    /// A setup with the given `[routing]` lines and nothing else.
+    pub fn routing(routing: &str) -> RoutingSetup {
+        RoutingSetup {
+            routing: routing.to_owned(),
+            ..RoutingSetup::default()
+        }
+    }
+}
+
+/// Settings TOML for a proxy with the primary on `primary` and replicas on
+/// `replicas` (all on 127.0.0.1), configured by `setup`.
+pub fn routed_toml(primary: u16, replicas: &[u16], setup: &RoutingSetup) -> String {
+    let replicas = replicas
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let RoutingSetup { routing, pool, .. } = setup;
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+admin_listen = "off"
+startup_timeout = "2s"
+[pool]
+{pool}
+[upstream]
+primary = "127.0.0.1:{primary}"
+replicas = [{replicas}]
+[routing]
+{routing}
+[[users]]
+name = "{APP_USER}"
+password = "{APP_PASSWORD}"
+"#
+    )
+}
+
+impl Env {
+    /// A primary and a streaming replica, with pgpilot routing over both as
+    /// `setup` says.
+    pub async fn start_routed(setup: RoutingSetup) -> Env {
+        let mut opts = setup.cluster.clone();
+        opts.replica = true;
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start(opts))
+            .await
+            .expect("cluster start task")
+            .unwrap_or_else(|e| panic!("could not start PostgreSQL: {e}"));
+        let replica = cluster.expect_replica().port;
+        let toml = routed_toml(cluster.primary.port, &[replica], &setup);
+        let settings = pgpilot_config::from_toml_str(&toml)
+            .unwrap_or_else(|e| panic!("bad test settings: {e}"));
+        let proxy = RunningProxy::start(settings).await.expect("proxy starts");
+        Env { proxy, cluster }
+    }
+
+    /// Validated settings naming this cluster's primary and the replicas on
+    /// `replicas` (none, or this cluster's replica), e.g. for
+    /// `env.proxy.rt.reload`.
+    pub fn routed_settings(
+        &self,
+        replicas: &[u16],
+        setup: &RoutingSetup,
+    ) -> pgpilot_config::Settings {
+        let toml = routed_toml(self.cluster.primary.port, replicas, setup);
+        pgpilot_config::from_toml_str(&toml).unwrap_or_else(|e| panic!("bad test settings: {e}"))
+    }
 }
