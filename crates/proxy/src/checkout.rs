@@ -168,6 +168,7 @@ impl Session {
     /// drop the connection, and tell the client its transaction is gone.
     /// Returns false when the session cannot go on (pinned state was lost).
     pub(crate) fn server_lost(&mut self, err: &SessionError) -> bool {
+        self.observe_lost();
         if let Some(b) = self.backend.take() {
             b.record_failure(Instant::now());
         }

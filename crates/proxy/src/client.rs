@@ -39,7 +39,12 @@ impl Session {
             tag::BIND => self.on_bind(frame).await?,
             tag::DESCRIBE => self.on_describe(frame).await?,
             tag::CLOSE => self.on_close(frame).await?,
-            tag::EXECUTE => self.forward(&frame.raw, Some(Expect::Execute)).await?,
+            tag::EXECUTE => {
+                self.forward(&frame.raw, Some(Expect::Execute)).await?;
+                if !self.skip_until_sync {
+                    self.observe_sent(true);
+                }
+            }
             tag::SYNC => self.on_sync(frame).await?,
             tag::FLUSH => self.on_flush(&frame.raw),
             tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => self.on_copy(&frame.raw)?,
@@ -111,7 +116,7 @@ impl Session {
     }
 
     /// Records session effects of `sql`; pins take effect at once.
-    fn note_effects(&mut self, sql: &[u8]) {
+    fn note_effects(&mut self, sql: Bytes) {
         for effect in self.session_effects(sql) {
             self.pending.note(effect);
         }
@@ -119,12 +124,16 @@ impl Session {
 
     /// Pins the client for what `sql` does that cannot be replayed (at
     /// once: pinning early is harmless) and returns its other session effects.
-    fn session_effects(&mut self, sql: &[u8]) -> Vec<SessionEffect> {
-        let Ok(sql) = std::str::from_utf8(sql) else {
+    fn session_effects(&mut self, text: Bytes) -> Vec<SessionEffect> {
+        let Ok(sql) = std::str::from_utf8(&text) else {
             return Vec::new();
         };
         let analysis = self.rt.analyzer.analyze(sql);
         self.next_intent = self.intent_of(&analysis);
+        self.observer.last = Some(crate::observe::Statement {
+            key: analysis.key,
+            sql: text.clone(),
+        });
         let mut effects = Vec::new();
         for effect in analysis.effects.iter() {
             if let SessionEffect::Pin(reason) = effect {
@@ -146,7 +155,7 @@ impl Session {
 
     async fn on_query(&mut self, frame: Frame) -> Result<()> {
         let sql = frontend::query_text(frame.body()).map_err(SessionError::ClientProtocol)?;
-        self.note_effects(sql);
+        self.note_effects(frame.raw.slice_ref(sql));
         if let Err(e) = self.ensure_server().await {
             // A simple query gets its error and ReadyForQuery right away.
             let mut out = BytesMut::new();
@@ -157,13 +166,17 @@ impl Session {
         }
         self.server_out.extend_from_slice(&frame.raw);
         self.await_response(Expect::Query { hidden: false });
+        self.observe_sent(false);
         Ok(())
     }
 
     async fn on_parse(&mut self, frame: Frame) -> Result<()> {
         let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
         // Effects count when the statement runs: at each Bind of it.
-        let effects = self.session_effects(parse.query);
+        let effects = self.session_effects(frame.raw.slice_ref(parse.query));
+        if parse.name.is_empty() {
+            self.observer.unnamed = self.observer.last.take();
+        }
         if parse.name.is_empty() || self.max_prepared == 0 {
             self.pending.parsed(parse.name, effects);
             return self
@@ -271,6 +284,10 @@ impl Session {
         if let Ok(sql) = std::str::from_utf8(&stmt.query) {
             let analysis = self.rt.analyzer.analyze(sql);
             self.next_intent = self.intent_of(&analysis);
+            self.observer.last = Some(crate::observe::Statement {
+                key: analysis.key,
+                sql: stmt.query.clone(),
+            });
         }
         if !self.server_ready().await {
             return None;
@@ -284,12 +301,14 @@ impl Session {
     async fn on_bind(&mut self, frame: Frame) -> Result<()> {
         let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
         if bind.statement.is_empty() || self.max_prepared == 0 {
+            self.observer.portal = self.observer.unnamed.clone();
             self.pending.bound(bind.statement);
             return self.forward(&frame.raw, Some(Expect::Bind)).await;
         }
         let Some(stmt) = self.statement_on_server(bind.statement).await else {
             return Ok(());
         };
+        self.observer.portal = self.observer.last.take();
         self.pending.bound(bind.statement);
         frontend::bind(
             &mut self.server_out,

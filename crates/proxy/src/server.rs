@@ -146,13 +146,18 @@ impl Session {
 
     fn on_command_complete(&mut self, hidden: bool, msg: &[u8]) -> Result<()> {
         self.txn.queries += 1;
+        let mut command = None;
         if msg.first() == Some(&tag::COMMAND_COMPLETE) {
-            match backend::command_tag(&msg[5..]) {
+            command = backend::command_tag(&msg[5..]).ok();
+            match command {
                 // Also ROLLBACK TO SAVEPOINT, whose tag is ROLLBACK too.
-                Ok(b"ROLLBACK") => self.txn.failed = true,
-                Ok(b"SAVEPOINT") => self.txn.savepoint = true,
+                Some(b"ROLLBACK") => self.txn.failed = true,
+                Some(b"SAVEPOINT") => self.txn.savepoint = true,
                 _ => {}
             }
+        }
+        if !hidden {
+            self.observe_complete(command);
         }
         if matches!(self.expect.front(), Some(Expect::Execute)) {
             return self.complete(msg, |_| true, "CommandComplete");
@@ -182,6 +187,12 @@ impl Session {
         }
         // An error ends COPY FROM STDIN; Syncs count again.
         self.copy_in = false;
+        if !hidden {
+            let code = backend::ErrorFields::decode(&msg[5..])
+                .map(|f| f.code)
+                .unwrap_or_default();
+            self.observe_error(&code);
+        }
         if hidden {
             // pgpilot's own request failed: this connection's state is unknown.
             if let Some(s) = self.server.as_mut() {
@@ -258,6 +269,7 @@ impl Session {
         self.client_out.extend_from_slice(msg);
         self.client_status = status;
         self.emit_due();
+        self.observe_ready();
         let done = self.pending.answered();
         self.txn.effects.extend(done);
         match status {

@@ -25,6 +25,7 @@ use crate::effects::PendingEffects;
 use crate::error::{Result, SessionError};
 use crate::expect::{Expect, ExpectQueue};
 use crate::handshake::Login;
+use crate::observe::Observer;
 use crate::params::Settings;
 use crate::route::{Intent, ReadYourWrites, RouteOverride};
 use crate::runtime::Runtime;
@@ -89,6 +90,8 @@ pub struct Session {
     pub(crate) ryw: ReadYourWrites,
     /// The current transaction sent something that may write.
     pub(crate) wrote: bool,
+    /// Query insight bookkeeping.
+    pub(crate) observer: Observer,
     /// Bytes for the server not yet written.
     pub(crate) server_out: BytesMut,
     /// Responses awaited from the server, in order.
@@ -155,6 +158,7 @@ impl Session {
             route_override: RouteOverride::default(),
             ryw: ReadYourWrites::default(),
             wrote: false,
+            observer: Observer::default(),
             server_out: BytesMut::new(),
             expect: ExpectQueue::default(),
             statements: ClientStatements::default(),
@@ -376,6 +380,7 @@ impl Session {
 
     /// Returns or closes the server and unregisters the client.
     async fn finish(&mut self) {
+        self.observe_end();
         self.rt.cancels.unregister(self.pid);
         self.pool.stats().clients.fetch_sub(1, Relaxed);
         PoolStats::add(

@@ -18,7 +18,8 @@ pub struct Statement {
     /// Proxy-wide id; the server-side name is `PGPILOT_<id>`.
     pub id: u64,
     /// SQL text.
-    pub query: Box<[u8]>,
+    /// (Reference-counted: insight keeps slices of it per execution.)
+    pub query: bytes::Bytes,
     /// Parameter count and OIDs, as in the client's Parse.
     pub param_types: Box<[u8]>,
     /// Server-side name, NUL-free, precomputed for the hot path.
@@ -52,7 +53,7 @@ impl StatementRegistry {
         let id = inner.next_id;
         let stmt = Arc::new(Statement {
             id,
-            query: key.0.clone(),
+            query: bytes::Bytes::copy_from_slice(query),
             param_types: key.1.clone(),
             server_name: format!("PGPILOT_{id}").into_bytes().into_boxed_slice(),
         });
