@@ -23,6 +23,7 @@ pub mod handshake;
 mod io;
 pub mod listener;
 pub mod monitor;
+mod observe;
 pub mod params;
 pub mod pools;
 mod reset;
