@@ -1,16 +1,19 @@
-//! pgpilot's admin HTTP API: health probes, Prometheus metrics and a JSON
-//! view of the pools. One file per resource:
-//! [`health`] (`/health/live`, `/health/ready`), [`metrics`] (`/metrics`)
-//! and [`pools`] (`/api/pools`).
+//! pgpilot's admin HTTP API: health probes, Prometheus metrics and JSON
+//! views of the pools, the servers and query insight. One file per resource:
+//! [`health`] (`/health/live`, `/health/ready`), [`metrics`] (`/metrics`),
+//! [`pools`] (`/api/pools`), [`backends`] (`/api/backends`) and [`insight`]
+//! (`/api/queries`, `/api/findings`, `/api/endpoints`, `/api/slow`).
 //!
-//! The API only reads the proxy's [`Runtime`] it is handed (pool snapshots,
-//! proxy counters, live settings); it never changes proxy state. The
+//! The API reads the proxy's [`Runtime`] it is handed (pool snapshots,
+//! proxy counters, live settings, query insight); only `/api/backends`
+//! changes proxy state (adding, draining, removing servers). The
 //! readiness probe is the one route that touches PostgreSQL, and it caches
 //! its answer so scrapers cannot turn it into load on the database.
 
 pub mod backends;
 pub mod error;
 pub mod health;
+pub mod insight;
 pub mod metrics;
 pub mod pools;
 
@@ -66,6 +69,15 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/api/backends/{id}",
             axum::routing::delete(backends::remove),
         )
+        .route("/api/queries", get(insight::queries))
+        .route("/api/queries/{fingerprint}", get(insight::query_detail))
+        .route(
+            "/api/queries/{fingerprint}/history",
+            get(insight::query_history),
+        )
+        .route("/api/findings", get(insight::findings))
+        .route("/api/endpoints", get(insight::endpoints))
+        .route("/api/slow", get(insight::slow))
         .fallback(not_found)
         .with_state(state)
 }

@@ -2,11 +2,13 @@
 //!
 //! `pgpilot proxy` runs the proxy (quick start flags or a TOML config);
 //! `pgpilot demo` runs it in front of a throwaway local PostgreSQL with a
-//! short workload. Errors print their whole cause chain.
+//! short workload; `pgpilot queries` prints a running proxy's query insight.
+//! Errors print their whole cause chain.
 
 mod cluster_cmd;
 mod demo;
 mod proxy_cmd;
+mod queries_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +31,8 @@ enum Command {
     Proxy(proxy_cmd::ProxyArgs),
     /// Start a throwaway PostgreSQL primary + replica, pgpilot in front, and a short workload.
     Demo(demo::DemoArgs),
+    /// Print a running pgpilot's top queries (and findings, endpoints, slow log) from its admin API.
+    Queries(queries_cmd::QueriesArgs),
     /// Check a configuration file and print the settings it yields.
     CheckConfig {
         /// The TOML file.
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Proxy(args) => run_async(workers, proxy_cmd::run(args)),
         Command::Demo(args) => run_async(workers, demo::run(args)),
+        Command::Queries(args) => queries_cmd::run(args),
         Command::CheckConfig { path } => check_config(&path),
         Command::Cluster(args) => cluster_cmd::run(args),
     };
@@ -58,12 +63,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run_async(workers: Option<usize>, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+fn run_async(
+    workers: Option<usize>,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let rt = match workers {
         Some(0) => anyhow::bail!("--workers must be at least 1"),
-        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
-        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
     };
     rt.block_on(fut)
 }

@@ -12,6 +12,7 @@
 
 mod duration;
 mod error;
+mod insight;
 mod quick_start;
 mod raw;
 mod secret;
@@ -24,6 +25,9 @@ use std::path::Path;
 
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use error::{Error, FieldError, Result};
+pub use insight::{
+    InsightConfig, DEFAULT_MAX_FINGERPRINTS, HISTOGRAM_PRECISION_RANGE, MIN_N_PLUS_ONE_REPEATS,
+};
 pub use quick_start::QuickStart;
 pub use secret::SecretKind;
 pub use settings::{
@@ -70,8 +74,10 @@ mod tests {
         let settings = from_toml_str(include_str!("../../../pgpilot.example.toml"))
             .unwrap_or_else(|e| panic!("pgpilot.example.toml is invalid:\n{e}"));
         assert!(!settings.users.is_empty());
-        // The example's [routing] table shows the defaults, as its header says.
+        // The example's [routing] and [insight] tables show the defaults, as its
+        // header says.
         assert_eq!(settings.routing, RoutingSettings::default());
+        assert_eq!(settings.insight, InsightConfig::default());
     }
 
     #[test]

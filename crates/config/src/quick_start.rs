@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::error::Result;
+use crate::insight::InsightConfig;
 use crate::raw::RawUser;
 use crate::settings::{AuthMethod, PoolSettings, RoutingSettings, ServerAddr, Settings, Upstream};
 use crate::settings::{User, DEFAULT_STARTUP_TIMEOUT};
@@ -90,6 +91,7 @@ impl Settings {
             },
             users,
             routing: RoutingSettings::default(),
+            insight: InsightConfig::default(),
         };
         problems.finish(settings)
     }

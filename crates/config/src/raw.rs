@@ -28,6 +28,8 @@ pub(crate) struct RawConfig {
     pub users: Option<Vec<RawUser>>,
     #[serde(default)]
     pub routing: RawRouting,
+    #[serde(default)]
+    pub insight: RawInsight,
 }
 
 /// The `[pool]` table.
@@ -71,6 +73,28 @@ pub(crate) struct RawRouting {
     pub ban_time: Option<IntOrString>,
     pub monitor_database: Option<String>,
     pub read_only_functions: Option<Vec<String>>,
+}
+
+/// The `[insight]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInsight {
+    pub enabled: Option<bool>,
+    pub max_fingerprints: Option<i64>,
+    pub slow_threshold: Option<IntOrString>,
+    pub slow_log_capacity: Option<i64>,
+    pub slow_log_file: Option<String>,
+    pub redact_params: Option<bool>,
+    pub lints: Option<bool>,
+    pub n_plus_one_min_repeats: Option<i64>,
+    pub burst_gap: Option<IntOrString>,
+    pub store_path: Option<String>,
+    pub retention_days: Option<i64>,
+    pub histogram_precision: Option<i64>,
+    pub explain: Option<bool>,
+    pub explain_analyze: Option<bool>,
+    pub explain_interval: Option<IntOrString>,
+    pub explain_top: Option<i64>,
 }
 
 /// One `[[users]]` entry.
@@ -134,6 +158,7 @@ mod tests {
         assert!(raw.listen.is_none() && raw.upstream.is_none() && raw.users.is_none());
         assert!(raw.pool.max_size.is_none());
         assert!(raw.routing.enabled.is_none() && raw.routing.read_only_functions.is_none());
+        assert!(raw.insight.enabled.is_none() && raw.insight.store_path.is_none());
     }
 
     #[test]
@@ -161,6 +186,7 @@ mod tests {
             "[upstream]\nprimari = \"x\"",
             "[[users]]\npasswd = \"x\"",
             "[routing]\nmax_lag_byte = 1",
+            "[insight]\nslow_treshold = \"1s\"",
         ] {
             assert!(toml::from_str::<RawConfig>(doc).is_err(), "{doc}");
         }

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use crate::insight::InsightConfig;
 use crate::secret::SecretKind;
 
 /// Default client listen address.
@@ -67,6 +68,9 @@ pub struct Settings {
     /// Read/write splitting, replica health and lag. Defaults when
     /// `[routing]` is absent.
     pub routing: RoutingSettings,
+    /// Query statistics, slow log, lints, N+1 detection, history and plan
+    /// insights. Defaults when `[insight]` is absent.
+    pub insight: InsightConfig,
 }
 
 impl Settings {

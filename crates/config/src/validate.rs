@@ -5,10 +5,11 @@
 //! one is recorded under its path (`pool.max_size`, `users[1].password`) and
 //! replaced by its default so the remaining checks can still run. If
 //! anything was recorded the result is [`Error::Invalid`] with all of them,
-//! top-level keys first, then `[pool]`, `[upstream]`, `[[users]]` and
-//! `[routing]`. User entries are checked in [`users`], the routing table in
-//! [`routing`].
+//! top-level keys first, then `[pool]`, `[upstream]`, `[[users]]`,
+//! `[routing]` and `[insight]`. User entries are checked in [`users`], the
+//! routing table in [`routing`], the insight table in [`insight`].
 
+mod insight;
 mod routing;
 mod users;
 
@@ -66,6 +67,7 @@ pub(crate) fn settings_from_raw(raw: RawConfig) -> Result<Settings> {
         upstream: upstream(p, raw.upstream),
         users: users::users(p, raw.users),
         routing: routing::routing(p, raw.routing),
+        insight: insight::insight(p, raw.insight),
     };
     problems.finish(settings)
 }

@@ -8,7 +8,8 @@
 //! which the [`monitor`] keeps current (health, WAL positions, promotion).
 //!
 //! [`RunningProxy`] builds the [`Runtime`] and runs the listener, the
-//! monitor and pool upkeep.
+//! monitor, pool upkeep, the query-insight flush and the plan explainer
+//! ([`explain`]).
 
 pub mod backends;
 pub mod cancel;
@@ -35,7 +36,7 @@ pub mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgpilot_config::Settings;
 use tokio::net::TcpListener;
@@ -58,6 +59,27 @@ async fn maintain_pools(rt: Arc<Runtime>) {
     }
 }
 
+/// How often query insight writes its slow-log file and history store
+/// (minute windows must be drained at least once a minute).
+const INSIGHT_FLUSH_PERIOD: Duration = Duration::from_secs(60);
+
+/// Flushes query insight every [`INSIGHT_FLUSH_PERIOD`] on a blocking
+/// thread (file and SQLite I/O); failures are logged, never fatal.
+async fn flush_insight(rt: Arc<Runtime>) {
+    let mut tick = tokio::time::interval(INSIGHT_FLUSH_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate: nothing to flush yet
+    loop {
+        tick.tick().await;
+        let insight = rt.insight.clone();
+        match tokio::task::spawn_blocking(move || insight.flush(Instant::now())).await {
+            Ok(Ok(report)) => tracing::debug!(?report, "query insight flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "query insight flush failed"),
+            Err(e) => tracing::error!(error = %e, "query insight flush task failed"),
+        }
+    }
+}
+
 /// A running proxy: its address, its runtime, and its tasks (aborted on drop).
 pub struct RunningProxy {
     pub addr: SocketAddr,
@@ -66,7 +88,8 @@ pub struct RunningProxy {
 }
 
 impl RunningProxy {
-    /// Binds `settings.listen` and starts accepting clients and maintaining pools.
+    /// Binds `settings.listen` and starts accepting clients, maintaining
+    /// pools and flushing query insight.
     pub async fn start(settings: Settings) -> std::io::Result<RunningProxy> {
         let listener = TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
@@ -75,6 +98,7 @@ impl RunningProxy {
             tokio::spawn(listener::accept_loop(rt.clone(), listener)),
             tokio::spawn(maintain_pools(rt.clone())),
             tokio::spawn(monitor::monitor_forever(rt.clone())),
+            tokio::spawn(flush_insight(rt.clone())),
         ];
         Ok(RunningProxy { addr, rt, tasks })
     }

@@ -61,13 +61,24 @@ pub struct Runtime {
     scram_cache: Mutex<HashMap<(String, String), ScramSecret>>,
 }
 
-/// Insight settings from the proxy settings.
-pub fn insight_settings(_settings: &Settings) -> InsightSettings {
+/// Insight settings from the proxy settings' `[insight]` table. Limits
+/// the file does not expose (endpoints, shape cache, findings) keep the
+/// insight crate's defaults; the `explain*` keys belong to the plan runner.
+pub fn insight_settings(settings: &Settings) -> InsightSettings {
+    let c = &settings.insight;
     InsightSettings {
-        // Two significant digits (1 % precision) keep a fingerprint's
-        // histogram near 10–40 kB; three would cost 30–200 kB each.
-        histogram_sigfig: 2,
-        max_fingerprints: 2000,
+        enabled: c.enabled,
+        max_fingerprints: c.max_fingerprints.get(),
+        histogram_sigfig: c.histogram_precision,
+        slow_threshold: c.slow_threshold,
+        slow_log_capacity: c.slow_log_capacity,
+        slow_log_file: c.slow_log_file.clone(),
+        redact_params: c.redact_params,
+        lints: c.lints,
+        n_plus_one_min_repeats: c.n_plus_one_min_repeats,
+        burst_gap: c.burst_gap,
+        store_path: c.store_path.clone(),
+        retention_days: c.retention_days,
         ..InsightSettings::default()
     }
 }
@@ -80,8 +91,12 @@ fn new_insight(settings: InsightSettings) -> Insight {
         Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %e, "query history store unavailable; keeping insight in memory only");
-            let settings = InsightSettings { store_path: None, ..settings };
-            Insight::new(settings, now, wall).expect("an insight without a store cannot fail to open")
+            let settings = InsightSettings {
+                store_path: None,
+                ..settings
+            };
+            Insight::new(settings, now, wall)
+                .expect("an insight without a store cannot fail to open")
         }
     }
 }
