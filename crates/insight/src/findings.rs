@@ -143,6 +143,19 @@ impl Findings {
         out
     }
 
+    /// Withdraws the findings of `kind` about `fingerprint` for which
+    /// `gone(rule, endpoint)` holds (a newer plan no longer shows them).
+    pub fn remove_where(
+        &self,
+        kind: FindingKind,
+        fingerprint: u64,
+        gone: impl Fn(&str, Option<&str>) -> bool,
+    ) {
+        self.map
+            .lock()
+            .retain(|k, _| !(k.0 == kind && k.2 == fingerprint && gone(&k.1, k.3.as_deref())));
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().len()
     }

@@ -30,9 +30,10 @@
 //! ```
 //!
 //! Periodically, on a blocking thread: [`Insight::flush`] (slow-log file,
-//! SQLite history). Plan insights (EXPLAIN analysis) are another module's
-//! job: it files its results through [`Insight::add_finding`] with
-//! [`FindingKind::Plan`].
+//! SQLite history). Plan insights: the proxy runs EXPLAIN on a side
+//! connection and files the result with [`Insight::add_plan`], which
+//! analyses it ([`plans`]), files [`FindingKind::Plan`] findings and keeps
+//! the plan for [`Insight::detail`].
 
 pub mod clock;
 pub mod endpoints;
@@ -40,6 +41,7 @@ pub mod findings;
 pub mod intern;
 pub mod lints;
 pub mod nplus1;
+pub mod plans;
 pub mod shape;
 pub mod slowlog;
 pub mod sqlcomment;
@@ -60,6 +62,7 @@ pub use endpoints::{EndpointOrder, EndpointView};
 pub use findings::{Finding, FindingKind, FindingView, Findings};
 pub use lints::{Lint, LintContext, Severity};
 pub use nplus1::{NPlusOne, NPlusOneEvent, NPlusOneSettings, NPlusOneTracker, NPlusOneView};
+pub use plans::{PlanInsight, PlanSource, PlanView, TableSize, TableStats};
 pub use shape::{parse_fingerprint_hex, Shape, ShapeCache};
 pub use slowlog::{SlowEntry, SlowLog, SlowLogSettings, SlowQuery};
 pub use sqlcomment::Tags;
@@ -158,6 +161,8 @@ pub struct QueryInsight {
     pub findings: Vec<FindingView>,
     /// N+1 pairs where it is the source or the repeated query.
     pub n_plus_one: Vec<NPlusOneView>,
+    /// Its latest EXPLAIN, when it was explained.
+    pub plan: Option<PlanView>,
 }
 
 /// Query insight for one proxy. Shared (`Arc<Insight>`) by all sessions.
@@ -168,6 +173,8 @@ pub struct Insight {
     slow: SlowLog,
     findings: Findings,
     n_plus_one: nplus1::NPlusOneLog,
+    /// Latest EXPLAIN per fingerprint.
+    plans: plans::PlanStore,
     endpoints: intern::Interner,
     history: Option<HistoryStore>,
     /// Texts of fingerprints from the store, loaded at start.
@@ -205,6 +212,7 @@ impl Insight {
             }),
             findings: Findings::new(settings.max_findings),
             n_plus_one: nplus1::NPlusOneLog::new(settings.max_findings),
+            plans: plans::PlanStore::default(),
             endpoints: intern::Interner::new(settings.max_endpoints),
             history,
             stored_texts: RwLock::new(stored_texts),
@@ -317,6 +325,60 @@ impl Insight {
             .add(finding, self.stats.clock().unix_micros(now));
     }
 
+    /// Files an EXPLAIN (FORMAT JSON) result of `fingerprint`: analyses it
+    /// ([`plans::analyze_plan_with`], `tables` sizing plain EXPLAINs),
+    /// files one plan finding per insight, attributed to the fingerprint's
+    /// busiest endpoint, withdraws its earlier plan findings this plan
+    /// shows are gone (only rules a plan of this kind can show), and keeps
+    /// the plan for [`Insight::detail`]. Returns the insights.
+    pub fn add_plan(
+        &self,
+        fingerprint: u64,
+        explain: &serde_json::Value,
+        source: PlanSource,
+        tables: &TableStats,
+        now: Instant,
+    ) -> Vec<PlanInsight> {
+        let insights = plans::analyze_plan_with(explain, source.analyzed, tables);
+        let at = self.stats.clock().unix_micros(now);
+        let rules: Vec<&'static str> = insights.iter().map(|i| i.rule).collect();
+        let endpoint = self.busiest_endpoint(fingerprint, now);
+        let shows = |rule: &str| source.analyzed || !plans::needs_analyze(rule);
+        self.findings
+            .remove_where(FindingKind::Plan, fingerprint, |rule, ep| {
+                let found = rules.contains(&rule);
+                (shows(rule) && !found) || (found && ep != endpoint.as_deref())
+            });
+        for i in &insights {
+            self.findings.add(
+                Finding {
+                    kind: FindingKind::Plan,
+                    rule: i.rule.to_owned(),
+                    fingerprint,
+                    endpoint: endpoint.clone(),
+                    severity: i.severity,
+                    message: i.message.clone(),
+                    fix: i.fix.clone(),
+                },
+                at,
+            );
+        }
+        self.plans.insert(fingerprint, explain, source, rules, at);
+        insights
+    }
+
+    /// The latest EXPLAIN of `fingerprint`.
+    pub fn plan(&self, fingerprint: u64) -> Option<PlanView> {
+        self.plans.get(fingerprint)
+    }
+
+    /// The endpoint that spent the most time running `fingerprint`.
+    fn busiest_endpoint(&self, fingerprint: u64, now: Instant) -> Option<Arc<str>> {
+        let detail = self.stats.detail(fingerprint, now)?;
+        let top = detail.endpoints.first()?;
+        Some(self.endpoints.intern(&top.endpoint))
+    }
+
     /// Top fingerprints (`GET /api/queries`).
     pub fn top(&self, by: TopBy, limit: usize, now: Instant) -> Vec<QueryView> {
         self.stats.top(by, limit, now)
@@ -328,6 +390,7 @@ impl Insight {
             detail: self.stats.detail(fingerprint, now)?,
             findings: self.findings.for_fingerprint(fingerprint),
             n_plus_one: self.n_plus_one.involving(fingerprint),
+            plan: self.plans.get(fingerprint),
         })
     }
 
@@ -573,6 +636,61 @@ mod tests {
         let json = serde_json::to_value(i.findings()).unwrap_or_default();
         assert_eq!(json[0]["kind"], "plan");
         assert_eq!(json[0]["rule"], "seq_scan");
+    }
+
+    #[test]
+    fn plans_are_filed_kept_and_withdrawn_when_gone() {
+        let (i, t0) = insight(InsightSettings::default());
+        let ev = run(
+            &i,
+            1,
+            "SELECT id FROM orders ORDER BY amount /*route='/orders'*/",
+            3,
+            t0,
+        );
+        let fp = ev.shape.fingerprint;
+        let spill = plans::parse_explain(include_str!("../tests/fixtures/plans/sort_spill.json"))
+            .unwrap_or_default();
+        let clean = plans::parse_explain(include_str!(
+            "../tests/fixtures/plans/clean_index_scan.json"
+        ))
+        .unwrap_or_default();
+        let analyzed = PlanSource {
+            analyzed: true,
+            generic: false,
+        };
+        let found = i.add_plan(fp, &spill, analyzed, &TableStats::new(), t0);
+        assert_eq!(found.len(), 1);
+        let plan_findings = |i: &Insight| -> Vec<FindingView> {
+            i.findings()
+                .into_iter()
+                .filter(|f| f.kind == FindingKind::Plan)
+                .collect()
+        };
+        let f = plan_findings(&i);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, "sort_spill");
+        assert_eq!(f[0].fingerprint, ev.shape.fingerprint_hex);
+        assert_eq!(
+            f[0].endpoint.as_deref(),
+            Some("/orders"),
+            "busiest endpoint"
+        );
+        let detail = i.detail(fp, t0).unwrap_or_else(|| panic!("tracked"));
+        let plan = detail.plan.unwrap_or_else(|| panic!("plan kept"));
+        assert!(plan.source.analyzed);
+        assert_eq!(plan.rules, ["sort_spill"]);
+        assert_eq!(plan.plan, spill);
+
+        i.add_plan(fp, &clean, PlanSource::default(), &TableStats::new(), t0);
+        assert_eq!(
+            plan_findings(&i).len(),
+            1,
+            "a plain EXPLAIN cannot show a spill, so it does not withdraw one"
+        );
+        i.add_plan(fp, &clean, analyzed, &TableStats::new(), t0);
+        assert!(plan_findings(&i).is_empty(), "gone from an analyzed plan");
+        assert!(i.plan(fp).is_some_and(|p| p.rules.is_empty()));
     }
 
     #[test]

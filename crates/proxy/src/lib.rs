@@ -19,6 +19,7 @@ pub mod client_auth;
 mod effects;
 pub mod error;
 pub mod expect;
+pub mod explain;
 pub mod functions;
 pub mod handshake;
 mod io;
@@ -98,6 +99,7 @@ impl RunningProxy {
             tokio::spawn(listener::accept_loop(rt.clone(), listener)),
             tokio::spawn(maintain_pools(rt.clone())),
             tokio::spawn(monitor::monitor_forever(rt.clone())),
+            tokio::spawn(explain::explain_forever(rt.clone())),
             tokio::spawn(flush_insight(rt.clone())),
         ];
         Ok(RunningProxy { addr, rt, tasks })
