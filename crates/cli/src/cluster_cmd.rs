@@ -61,11 +61,15 @@ fn check_conf_lines(lines: &[String]) -> anyhow::Result<()> {
 /// Prints `{"primary_port":N,"replica_port":M|null,"data_dir":"..."}` and
 /// flushes, so a reader of the pipe sees it at once.
 fn announce(cluster: &Cluster) -> anyhow::Result<()> {
-    let line = serde_json::json!({
-        "primary_port": cluster.primary.port,
-        "replica_port": cluster.replica.as_ref().map(|r| r.port),
-        "data_dir": cluster.primary.data_dir,
-    });
+    let replica_port = cluster
+        .replica
+        .as_ref()
+        .map_or_else(|| "null".to_owned(), |r| r.port.to_string());
+    let data_dir = serde_json::to_string(&cluster.primary.data_dir)?;
+    let line = format!(
+        r#"{{"primary_port":{},"replica_port":{replica_port},"data_dir":{data_dir}}}"#,
+        cluster.primary.port
+    );
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()?;
