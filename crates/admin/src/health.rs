@@ -181,7 +181,7 @@ async fn select_one(params: &LoginParams) -> Result<()> {
     let outcome = match conn.stream.write_all(&out).await {
         Ok(()) => read_until_ready(&mut conn).await,
         Err(source) => Err(Error::Io {
-            addr: conn.addr.clone(),
+            addr: conn.addr.to_string(),
             source,
         }),
     };
@@ -222,14 +222,14 @@ async fn read_until_ready(conn: &mut ServerConn) -> Result<()> {
 
 fn split_frame(conn: &mut ServerConn) -> Result<Option<Frame>> {
     Frame::split(&mut conn.read_buf, MAX_PROBE_MESSAGE).map_err(|source| Error::Protocol {
-        addr: conn.addr.clone(),
+        addr: conn.addr.to_string(),
         source,
     })
 }
 
 fn decode_error(conn: &ServerConn, frame: &Frame) -> Result<ErrorFields> {
     ErrorFields::decode(frame.body()).map_err(|source| Error::Protocol {
-        addr: conn.addr.clone(),
+        addr: conn.addr.to_string(),
         source,
     })
 }
@@ -238,7 +238,7 @@ fn server_outcome(conn: &ServerConn, failure: Option<ErrorFields>) -> Result<()>
     match failure {
         None => Ok(()),
         Some(fields) => Err(Error::Server {
-            addr: conn.addr.clone(),
+            addr: conn.addr.to_string(),
             fields,
         }),
     }
@@ -246,7 +246,7 @@ fn server_outcome(conn: &ServerConn, failure: Option<ErrorFields>) -> Result<()>
 
 fn io_error(conn: &ServerConn, source: std::io::Error) -> Error {
     Error::Io {
-        addr: conn.addr.clone(),
+        addr: conn.addr.to_string(),
         source,
     }
 }

@@ -16,9 +16,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Runtime worker threads (default: one per core). 1 runs everything on
-    /// a single-threaded runtime, as PgBouncer does: no cross-thread wake-ups,
-    /// which is fastest when pgpilot shares few cores with PostgreSQL.
+    /// Runtime worker threads (default: half the cores, at least 1). 1 runs
+    /// everything on a single-threaded runtime, as PgBouncer does: no
+    /// cross-thread wake-ups, which is fastest when pgpilot shares few cores
+    /// with PostgreSQL.
     #[arg(long, global = true, env = "PGPILOT_WORKERS")]
     workers: Option<usize>,
     #[command(subcommand)]
@@ -63,20 +64,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Half the cores, at least one: pgpilot usually shares its machine with
+/// PostgreSQL or the application, and on 2 cores one thread measured
+/// 1.02–1.20× the throughput of two (BENCHMARKS.md, "Worker threads"),
+/// since a single-threaded runtime has no cross-thread wake-ups.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 fn run_async(
     workers: Option<usize>,
     fut: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let rt = match workers {
-        Some(0) => anyhow::bail!("--workers must be at least 1"),
-        Some(1) => tokio::runtime::Builder::new_current_thread()
+    let rt = match workers.unwrap_or_else(default_workers) {
+        0 => anyhow::bail!("--workers must be at least 1"),
+        1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
+        n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
-            .enable_all()
-            .build()?,
-        None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?,
     };

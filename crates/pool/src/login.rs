@@ -269,7 +269,7 @@ impl Login<'_> {
         Ok(ServerConn {
             stream: self.stream,
             read_buf: self.buf,
-            addr: self.params.addr.clone(),
+            addr: self.params.addr.as_str().into(),
             pid,
             key,
             startup_params,

@@ -23,7 +23,7 @@ pub async fn query(conn: &mut ServerConn, sql: &str) -> Result<Vec<Row>> {
     let mut out = BytesMut::new();
     frontend::query(&mut out, sql);
     let io = |e, c: &ServerConn| Error::Io {
-        addr: c.addr.clone(),
+        addr: c.addr.to_string(),
         source: e,
     };
     conn.stream.write_all(&out).await.map_err(|e| io(e, conn))?;
@@ -40,7 +40,7 @@ pub async fn query(conn: &mut ServerConn, sql: &str) -> Result<Vec<Row>> {
     }
     match error {
         Some(fields) => Err(Error::Server {
-            addr: conn.addr.clone(),
+            addr: conn.addr.to_string(),
             fields,
         }),
         None => Ok(rows),
@@ -54,7 +54,7 @@ async fn next_frame(conn: &mut ServerConn) -> Result<Frame> {
             Ok(None) => {}
             Err(source) => {
                 return Err(Error::Protocol {
-                    addr: conn.addr.clone(),
+                    addr: conn.addr.to_string(),
                     source,
                 })
             }
@@ -64,7 +64,7 @@ async fn next_frame(conn: &mut ServerConn) -> Result<Frame> {
             .read_buf(&mut conn.read_buf)
             .await
             .map_err(|e| Error::Io {
-                addr: conn.addr.clone(),
+                addr: conn.addr.to_string(),
                 source: e,
             })?;
         if n == 0 {
@@ -73,7 +73,7 @@ async fn next_frame(conn: &mut ServerConn) -> Result<Frame> {
                 "server closed the connection",
             );
             return Err(Error::Io {
-                addr: conn.addr.clone(),
+                addr: conn.addr.to_string(),
                 source: eof,
             });
         }
@@ -83,7 +83,7 @@ async fn next_frame(conn: &mut ServerConn) -> Result<Frame> {
 /// Decodes a DataRow's columns as UTF-8 text.
 fn data_row(frame: &Frame, conn: &ServerConn) -> Result<Row> {
     let malformed = |reason| Error::Protocol {
-        addr: conn.addr.clone(),
+        addr: conn.addr.to_string(),
         source: pgpilot_wire::Error::Malformed {
             message: "DataRow",
             reason,

@@ -20,7 +20,7 @@ pub struct ServerConn {
     /// Bytes read from the server and not yet processed.
     pub read_buf: BytesMut,
     /// `host:port` of the server, for logs and cancel requests.
-    pub addr: String,
+    pub addr: std::sync::Arc<str>,
     /// BackendKeyData: process id.
     pub pid: i32,
     /// BackendKeyData: secret key.

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 /// The server backend a client is currently using.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
-    pub addr: String,
+    pub addr: std::sync::Arc<str>,
     pub pid: i32,
     pub key: i32,
 }
@@ -77,7 +77,7 @@ impl CancelRegistry {
 
 /// Sends a CancelRequest for `target` on a new connection (protocol §55.2.7).
 pub async fn forward(target: &CancelTarget) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(&target.addr).await?;
+    let mut stream = TcpStream::connect(&*target.addr).await?;
     let mut buf = BytesMut::with_capacity(16);
     pgpilot_wire::startup::cancel_request(&mut buf, target.pid, target.key);
     stream.write_all(&buf).await?;

@@ -282,7 +282,10 @@ impl Session {
         };
         // Every execution counts for read-your-writes, not only the first.
         if let Ok(sql) = std::str::from_utf8(&stmt.query) {
-            let analysis = self.rt.analyzer.analyze(sql);
+            let analysis = stmt
+                .analysis
+                .get_or_init(|| self.rt.analyzer.analyze(sql))
+                .clone();
             self.next_intent = self.intent_of(&analysis);
             self.observer.last = Some(crate::observe::Statement {
                 key: analysis.key,

@@ -65,7 +65,7 @@ impl Session {
     fn server_addr(&self) -> String {
         self.server
             .as_ref()
-            .map_or_else(String::new, |s| s.addr.clone())
+            .map_or_else(String::new, |s| s.addr.to_string())
     }
 
     fn desync(&self, what: &str) -> SessionError {

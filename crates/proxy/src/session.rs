@@ -261,14 +261,13 @@ impl Session {
         let addr = self
             .server
             .as_ref()
-            .map_or_else(String::new, |s| s.addr.clone());
+            .map_or_else(String::new, |s| s.addr.to_string());
         SessionError::ServerIo { addr, source }
     }
 
     /// Reads what the client sent; false at end of stream.
     fn read_client(&mut self) -> Result<bool> {
-        self.client_in.reserve(READ_CHUNK);
-        match self.client.try_read_buf(&mut self.client_in) {
+        match crate::io::read_drained(&self.client, &mut self.client_in, READ_CHUNK) {
             Ok(0) => Ok(false),
             Ok(n) => {
                 self.bytes_in += n as u64;
@@ -295,8 +294,7 @@ impl Session {
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
-        server.read_buf.reserve(READ_CHUNK);
-        match server.stream.try_read_buf(&mut server.read_buf) {
+        match crate::io::read_drained(&server.stream, &mut server.read_buf, READ_CHUNK) {
             Ok(0) => Err(self.server_io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "server closed the connection unexpectedly",

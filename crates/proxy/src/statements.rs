@@ -24,6 +24,9 @@ pub struct Statement {
     pub param_types: Box<[u8]>,
     /// Server-side name, NUL-free, precomputed for the hot path.
     pub server_name: Box<[u8]>,
+    /// The analyzer's verdict on `query`, computed at the first Bind so
+    /// later executions skip the lexer.
+    pub analysis: std::sync::OnceLock<pgpilot_sql::Analysis>,
 }
 
 /// (query, param types) → statement, shared by all sessions.
@@ -56,6 +59,7 @@ impl StatementRegistry {
             query: bytes::Bytes::copy_from_slice(query),
             param_types: key.1.clone(),
             server_name: format!("PGPILOT_{id}").into_bytes().into_boxed_slice(),
+            analysis: std::sync::OnceLock::new(),
         });
         inner.by_text.insert(key, stmt.clone());
         stmt
