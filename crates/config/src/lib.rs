@@ -31,8 +31,8 @@ pub use insight::{
 pub use quick_start::QuickStart;
 pub use secret::SecretKind;
 pub use settings::{
-    AuthMethod, Fallback, PoolMode, PoolSettings, RoutingSettings, ServerAddr, Settings, Upstream,
-    User, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_MAX_CLIENT_CONNECTIONS,
+    AuthMethod, Fallback, PoolMode, PoolSettings, RoutingSettings, RywScope, ServerAddr, Settings,
+    Upstream, User, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_MAX_CLIENT_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_POOL_MAX_SIZE, DEFAULT_POSTGRES_PORT,
     DEFAULT_STARTUP_TIMEOUT, MAX_HEALTH_CHECK_TIMEOUT, MAX_MAX_MESSAGE_SIZE, MIN_LSN_POLL_INTERVAL,
     MIN_MAX_MESSAGE_SIZE,

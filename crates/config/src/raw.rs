@@ -66,6 +66,7 @@ pub(crate) struct RawRouting {
     pub max_lag: Option<IntOrString>,
     pub max_lag_bytes: Option<IntOrString>,
     pub read_your_writes: Option<bool>,
+    pub ryw_scope: Option<String>,
     pub health_check_interval: Option<IntOrString>,
     pub health_check_timeout: Option<IntOrString>,
     pub lsn_poll_interval: Option<IntOrString>,

@@ -188,6 +188,9 @@ pub struct RoutingSettings {
     /// After a client's write commits, its reads go only to servers that
     /// have replayed that commit's LSN. Default true.
     pub read_your_writes: bool,
+    /// Who shares a read-your-writes guarantee: one client connection
+    /// (default), one sqlcommenter trace, or one application token.
+    pub ryw_scope: RywScope,
     /// Time between health checks of each server (`SELECT 1` plus the
     /// LSN/lag poll). Default 1s, positive.
     pub health_check_interval: Duration,
@@ -226,6 +229,7 @@ impl Default for RoutingSettings {
             max_lag: Duration::from_secs(10),
             max_lag_bytes: 64 << 20,
             read_your_writes: true,
+            ryw_scope: RywScope::Connection,
             health_check_interval: Duration::from_secs(1),
             health_check_timeout: Duration::from_secs(1),
             lsn_poll_interval: Duration::from_millis(10),
@@ -246,6 +250,38 @@ pub enum Fallback {
     /// The client gets an error instead, keeping read load off the
     /// primary. TOML `"error"`.
     Error,
+}
+
+/// The scope of read-your-writes (`routing.ryw_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RywScope {
+    /// A client connection sees its own writes. TOML `"connection"`.
+    #[default]
+    Connection,
+    /// Every connection serving one sqlcommenter `traceparent` trace sees
+    /// the trace's writes (and each connection its own). TOML `"trace"`.
+    Trace,
+    /// Every connection that set the same `pgpilot.ryw_token` sees the
+    /// writes made under it (and each connection its own). TOML `"token"`.
+    Token,
+}
+
+impl RywScope {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RywScope::Connection => "connection",
+            RywScope::Trace => "trace",
+            RywScope::Token => "token",
+        }
+    }
+
+    /// Parses the TOML spelling; `None` for anything else.
+    pub fn from_name(name: &str) -> Option<RywScope> {
+        [RywScope::Connection, RywScope::Trace, RywScope::Token]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
 }
 
 impl Fallback {

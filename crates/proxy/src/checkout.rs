@@ -9,6 +9,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use pgpilot_config::RywScope;
 use pgpilot_pool::{PoolStats, PooledConn};
 use pgpilot_sql::{Analysis, SessionEffect};
 
@@ -38,6 +39,9 @@ impl Session {
         );
         if own == Intent::Write {
             self.wrote = true;
+            if self.ryw_key.is_some() {
+                self.wrote_key = self.ryw_key.clone();
+            }
         }
         if let Some(forced) = route::forced_intent(analysis.hint, self.route_override) {
             return forced;
@@ -46,6 +50,30 @@ impl Session {
             return Intent::Write;
         }
         own
+    }
+
+    /// The read-your-writes scope key of `sql` (`routing.ryw_scope`): its
+    /// sqlcommenter trace id, or the session's token; `None` for
+    /// connection scope.
+    pub(crate) fn ryw_scope_key(&self, sql: &str) -> Option<Box<str>> {
+        match self.rt.settings.load().routing.ryw_scope {
+            RywScope::Connection => None,
+            RywScope::Trace => pgpilot_insight::sqlcomment::parse(sql)
+                .trace_id()
+                .map(Into::into),
+            RywScope::Token => self.ryw_token.clone(),
+        }
+    }
+
+    /// A read is about to be routed: writes made elsewhere in its scope
+    /// (same trace or token) count as the client's own.
+    fn merge_shared_writes(&mut self) {
+        let Some(key) = self.ryw_key.as_deref() else {
+            return;
+        };
+        if let Some(at) = self.rt.shared_writes.latest(key) {
+            self.ryw.merge(at);
+        }
     }
 
     /// Reads a replica cannot serve for this session: a statement that
@@ -82,6 +110,9 @@ impl Session {
     async fn checkout_routed(&mut self) -> Result<(), SessionError> {
         let settings = self.rt.settings.load_full();
         let intent = std::mem::replace(&mut self.next_intent, Intent::Write);
+        if intent == Intent::Read {
+            self.merge_shared_writes();
+        }
         let mut exclude = Vec::new();
         loop {
             let choice = route::choose(
@@ -136,8 +167,12 @@ impl Session {
     /// the client's next reads must see.
     pub(crate) fn end_transaction(&mut self) {
         if std::mem::take(&mut self.wrote) {
-            self.ryw.last_write = Some(Instant::now());
+            let now = Instant::now();
+            self.ryw.last_write = Some(now);
             self.ryw.needed_lsn = None;
+            if let Some(key) = self.wrote_key.take() {
+                self.rt.shared_writes.record(&key, now);
+            }
         }
     }
 

@@ -129,6 +129,7 @@ impl Session {
             return Vec::new();
         };
         let analysis = self.rt.analyzer.analyze(sql);
+        self.ryw_key = self.ryw_scope_key(sql);
         self.next_intent = self.intent_of(&analysis);
         self.observer.last = Some(crate::observe::Statement {
             key: analysis.key,
@@ -286,6 +287,7 @@ impl Session {
                 .analysis
                 .get_or_init(|| self.rt.analyzer.analyze(sql))
                 .clone();
+            self.ryw_key = self.ryw_scope_key(sql);
             self.next_intent = self.intent_of(&analysis);
             self.observer.last = Some(crate::observe::Statement {
                 key: analysis.key,

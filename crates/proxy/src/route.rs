@@ -287,3 +287,131 @@ mod tests {
         assert_eq!(forced_intent(H::Primary, O::Replica), Some(Intent::Write));
     }
 }
+
+/// Writes shared by a read-your-writes scope wider than one connection
+/// (`routing.ryw_scope = "trace" | "token"`): scope key → when its last
+/// write committed. Bounded: when full, the oldest half is forgotten (a
+/// forgotten scope only loses the *shared* guarantee after that long).
+#[derive(Default)]
+pub struct SharedWrites {
+    map: parking_lot::Mutex<std::collections::HashMap<Box<str>, Instant>>,
+}
+
+/// Scopes remembered at most.
+const SHARED_WRITES_CAP: usize = 100_000;
+
+impl SharedWrites {
+    /// A write under `key` committed at `at`.
+    pub fn record(&self, key: &str, at: Instant) {
+        let mut map = self.map.lock();
+        if map.len() >= SHARED_WRITES_CAP && !map.contains_key(key) {
+            let mut times: Vec<Instant> = map.values().copied().collect();
+            times.sort_unstable();
+            let cutoff = times[times.len() / 2];
+            map.retain(|_, t| *t > cutoff);
+        }
+        map.insert(key.into(), at);
+    }
+
+    /// When the last write under `key` committed.
+    pub fn latest(&self, key: &str) -> Option<Instant> {
+        self.map.lock().get(key).copied()
+    }
+}
+
+impl ReadYourWrites {
+    /// Takes a write made elsewhere in the client's scope at `at` into account.
+    pub fn merge(&mut self, at: Instant) {
+        if self.last_write.is_none_or(|w| w < at) {
+            self.last_write = Some(at);
+            self.needed_lsn = None;
+        }
+    }
+}
+
+/// The value a `SET name = 'value'` / `set_config('name', 'value', false)`
+/// statement gives: its last quoted literal, else the word after `=`/`TO`.
+pub fn setting_value(statement: &str) -> Option<String> {
+    if let Some(v) = last_quoted(statement) {
+        return Some(v);
+    }
+    let lower = statement.to_ascii_lowercase();
+    let at = lower
+        .rfind('=')
+        .map(|i| i + 1)
+        .or_else(|| lower.rfind(" to ").map(|i| i + 4))?;
+    let v = statement[at..].trim().trim_end_matches(';').trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+/// The last single-quoted literal in `s`, with `''` unescaped.
+fn last_quoted(s: &str) -> Option<String> {
+    let mut last = None;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut lit = String::new();
+        loop {
+            match chars.next() {
+                Some('\'') if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    lit.push('\'');
+                }
+                Some('\'') | None => break,
+                Some(ch) => lit.push(ch),
+            }
+        }
+        last = Some(lit);
+    }
+    last
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn setting_values() {
+        assert_eq!(
+            setting_value("SET pgpilot.ryw_token = 'user-42'").as_deref(),
+            Some("user-42")
+        );
+        assert_eq!(
+            setting_value("SELECT pg_catalog.set_config('pgpilot.ryw_token', 'a''b', false)")
+                .as_deref(),
+            Some("a'b")
+        );
+        assert_eq!(
+            setting_value("SET pgpilot.ryw_token TO t1").as_deref(),
+            Some("t1")
+        );
+        assert_eq!(
+            setting_value("SET pgpilot.ryw_token = abc;").as_deref(),
+            Some("abc")
+        );
+    }
+
+    #[test]
+    fn shared_writes_keep_the_latest_and_stay_bounded() {
+        let s = SharedWrites::default();
+        let t0 = Instant::now();
+        s.record("k", t0);
+        s.record("k", t0 + std::time::Duration::from_millis(5));
+        assert_eq!(
+            s.latest("k"),
+            Some(t0 + std::time::Duration::from_millis(5))
+        );
+        assert_eq!(s.latest("other"), None);
+        let mut r = ReadYourWrites {
+            last_write: None,
+            needed_lsn: Some(7),
+        };
+        r.merge(t0);
+        assert_eq!((r.last_write, r.needed_lsn), (Some(t0), None));
+        r.needed_lsn = Some(9);
+        r.merge(t0 - std::time::Duration::from_millis(1));
+        assert_eq!(r.needed_lsn, Some(9), "an older write changes nothing");
+    }
+}

@@ -51,6 +51,8 @@ pub struct Runtime {
     pub backends: Backends,
     /// Function volatility per database, for routing.
     pub functions: FunctionCatalog,
+    /// Writes shared by wider read-your-writes scopes (trace, token).
+    pub shared_writes: crate::route::SharedWrites,
     /// Per-query statistics, findings and slow log.
     pub insight: Arc<Insight>,
     pub analyzer: Analyzer,
@@ -109,6 +111,7 @@ impl Runtime {
             settings: ArcSwap::from_pointee(settings),
             functions: FunctionCatalog::default(),
             insight,
+            shared_writes: Default::default(),
             analyzer: Analyzer::new(ANALYSIS_CACHE),
             statements: StatementRegistry::default(),
             cancels: CancelRegistry::default(),

@@ -278,6 +278,11 @@ impl Session {
             TransactionStatus::Idle => {
                 self.commit_effects();
                 self.end_transaction();
+                self.ryw_token = self
+                    .settings
+                    .get("pgpilot.ryw_token")
+                    .and_then(|s| crate::route::setting_value(s))
+                    .map(Into::into);
                 self.route_override = self
                     .settings
                     .get("pgpilot.route")

@@ -90,6 +90,13 @@ pub struct Session {
     pub(crate) ryw: ReadYourWrites,
     /// The current transaction sent something that may write.
     pub(crate) wrote: bool,
+    /// The read-your-writes scope key of the statement being handled
+    /// (a trace id or token; `None` for connection scope).
+    pub(crate) ryw_key: Option<Box<str>>,
+    /// The scope key under which the current transaction wrote.
+    pub(crate) wrote_key: Option<Box<str>>,
+    /// `SET pgpilot.ryw_token = '…'`, for `ryw_scope = "token"`.
+    pub(crate) ryw_token: Option<Box<str>>,
     /// Query insight bookkeeping.
     pub(crate) observer: Observer,
     /// Bytes for the server not yet written.
@@ -158,6 +165,9 @@ impl Session {
             route_override: RouteOverride::default(),
             ryw: ReadYourWrites::default(),
             wrote: false,
+            ryw_key: None,
+            wrote_key: None,
+            ryw_token: None,
             observer: Observer::default(),
             server_out: BytesMut::new(),
             expect: ExpectQueue::default(),

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::duration::format_duration;
 use crate::raw::{IntOrString, RawRouting};
-use crate::settings::{Fallback, RoutingSettings, MAX_HEALTH_CHECK_TIMEOUT, MIN_LSN_POLL_INTERVAL};
+use crate::settings::{
+    Fallback, RoutingSettings, RywScope, MAX_HEALTH_CHECK_TIMEOUT, MIN_LSN_POLL_INTERVAL,
+};
 
 use super::users::non_empty_name;
 use super::{byte_size, duration, positive_duration, Problems};
@@ -38,6 +40,9 @@ pub(super) fn routing(p: &mut Problems, raw: RawRouting) -> RoutingSettings {
             .parse("routing.max_lag_bytes", raw.max_lag_bytes, lag_bytes)
             .unwrap_or(default.max_lag_bytes),
         read_your_writes: raw.read_your_writes.unwrap_or(default.read_your_writes),
+        ryw_scope: p
+            .parse("routing.ryw_scope", raw.ryw_scope, ryw_scope)
+            .unwrap_or(default.ryw_scope),
         health_check_interval,
         health_check_timeout: p
             .parse(
@@ -111,6 +116,15 @@ fn fallback(text: String) -> Result<Fallback, String> {
     Fallback::from_name(&text).ok_or_else(|| {
         format!(
             "`{}` is not a fallback; use \"primary\" or \"error\"",
+            text.escape_default()
+        )
+    })
+}
+
+fn ryw_scope(text: String) -> Result<RywScope, String> {
+    RywScope::from_name(&text).ok_or_else(|| {
+        format!(
+            "`{}` is not a read-your-writes scope; use \"connection\", \"trace\" or \"token\"",
             text.escape_default()
         )
     })

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::function_name;
 use crate::validate::tests::{assert_one, invalid, ok, with_base, BASE};
-use crate::{from_toml_str, Error, Fallback, RoutingSettings};
+use crate::{from_toml_str, Error, Fallback, RoutingSettings, RywScope};
 
 /// A `[routing]` table holding `body`, before [`BASE`].
 fn with_routing(body: &str) -> String {
@@ -52,6 +52,7 @@ lsn_poll_interval = "2s"
 breaker_failures = 5
 ban_time = "1m"
 monitor_database = "pgpilot_monitor"
+ryw_scope = "trace"
 read_only_functions = ["My_Func", "Reporting.Daily_Total", "_x$1", "été"]
 "#,
     ));
@@ -64,6 +65,7 @@ read_only_functions = ["My_Func", "Reporting.Daily_Total", "_x$1", "été"]
             max_lag: Duration::from_secs(30),
             max_lag_bytes: 1 << 20,
             read_your_writes: false,
+            ryw_scope: RywScope::Trace,
             health_check_interval: Duration::from_secs(2),
             health_check_timeout: Duration::from_millis(500),
             lsn_poll_interval: Duration::from_secs(2),
