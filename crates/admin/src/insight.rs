@@ -24,6 +24,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use pgpilot_insight::plans::PlanInsight;
 use pgpilot_insight::{
     EndpointOrder, EndpointView, FindingView, HistoryPoint, QueryInsight, QueryView, SlowEntry,
     TopBy,
@@ -50,6 +51,8 @@ pub enum ApiError {
     NotFound(String),
     /// 500: the history store failed, or the blocking task did.
     Internal(String),
+    /// 503: no server could run an on-demand EXPLAIN.
+    Unavailable(String),
 }
 
 impl IntoResponse for ApiError {
@@ -58,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()
     }
@@ -102,6 +106,26 @@ pub async fn query_detail(
         .0
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("fingerprint {fp:016x} is not tracked")))
+}
+
+/// `POST /api/queries/{fingerprint}/explain`: runs EXPLAIN for the
+/// fingerprint now, on a side connection (a replica when one is healthy),
+/// files the plan findings and returns them; 404 for an unknown
+/// fingerprint, 400 when its text is not one preparable statement, 503
+/// when no server could run it.
+pub async fn explain_now(
+    State(state): State<Arc<AdminState>>,
+    Path(fingerprint): Path<String>,
+) -> ApiResult<Vec<PlanInsight>> {
+    use pgpilot_proxy::explain::{explain_fingerprint, ExplainError, ExplainSettings};
+    let fp = parse_fingerprint(&fingerprint)?;
+    let settings = ExplainSettings::from_settings(&state.rt.settings.load());
+    match explain_fingerprint(&state.rt, fp, &settings).await {
+        Ok(found) => Ok(Json(found)),
+        Err(e @ ExplainError::UnknownFingerprint(_)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ ExplainError::NotExplainable(_)) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
 }
 
 /// `GET /api/queries/{fingerprint}/history?since=<unix seconds>`: the stored

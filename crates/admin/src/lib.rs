@@ -72,6 +72,10 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/queries", get(insight::queries))
         .route("/api/queries/{fingerprint}", get(insight::query_detail))
         .route(
+            "/api/queries/{fingerprint}/explain",
+            axum::routing::post(insight::explain_now),
+        )
+        .route(
             "/api/queries/{fingerprint}/history",
             get(insight::query_history),
         )

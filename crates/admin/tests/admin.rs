@@ -331,4 +331,17 @@ async fn backends_can_be_listed_added_drained_and_removed() {
             .status,
         404
     );
+    // On-demand EXPLAIN of a recorded fingerprint runs on the primary.
+    let queries = get(admin, "/api/queries?order=calls").await.body;
+    let fp = queries
+        .split(r#""fingerprint":""#)
+        .nth(1)
+        .and_then(|s| s.get(..16))
+        .expect("a recorded fingerprint")
+        .to_owned();
+    let explained = request(admin, "POST", &format!("/api/queries/{fp}/explain"), None).await;
+    assert_eq!(explained.status, 200, "{}", explained.body);
+    assert!(explained.body.starts_with('['), "{}", explained.body);
+    let unknown = request(admin, "POST", "/api/queries/00000000000000ff/explain", None).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
 }

@@ -134,6 +134,7 @@ impl Session {
         self.observer.last = Some(crate::observe::Statement {
             key: analysis.key,
             sql: text.clone(),
+            bind: None,
         });
         let mut effects = Vec::new();
         for effect in analysis.effects.iter() {
@@ -292,6 +293,7 @@ impl Session {
             self.observer.last = Some(crate::observe::Statement {
                 key: analysis.key,
                 sql: stmt.query.clone(),
+                bind: None,
             });
         }
         if !self.server_ready().await {
@@ -306,14 +308,14 @@ impl Session {
     async fn on_bind(&mut self, frame: Frame) -> Result<()> {
         let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
         if bind.statement.is_empty() || self.max_prepared == 0 {
-            self.observer.portal = self.observer.unnamed.clone();
+            self.observer.portal = self.observer.unnamed.clone().map(|s| s.bound(&frame));
             self.pending.bound(bind.statement);
             return self.forward(&frame.raw, Some(Expect::Bind)).await;
         }
         let Some(stmt) = self.statement_on_server(bind.statement).await else {
             return Ok(());
         };
-        self.observer.portal = self.observer.last.take();
+        self.observer.portal = self.observer.last.take().map(|s| s.bound(&frame));
         self.pending.bound(bind.statement);
         frontend::bind(
             &mut self.server_out,

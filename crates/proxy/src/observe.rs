@@ -23,6 +23,20 @@ pub(crate) struct Statement {
     pub key: u128,
     /// The SQL text (a slice of the client's message or of the registry).
     pub sql: Bytes,
+    /// The body of the Bind that made the portal (extended protocol):
+    /// parameter values, decoded only for the slow log.
+    pub bind: Option<Bytes>,
+}
+
+impl Statement {
+    /// The statement as bound by the Bind message `frame` (zero-copy).
+    pub fn bound(self, frame: &pgpilot_wire::Frame) -> Statement {
+        let body = frame.raw.slice(pgpilot_wire::frame::HEADER_LEN..);
+        Statement {
+            bind: Some(body),
+            ..self
+        }
+    }
 }
 
 /// Whether an in-flight entry answers a simple Query or an Execute.
@@ -154,15 +168,20 @@ impl Session {
             endpoint,
         };
         let trace = tags.trace_id();
-        insight.record(
-            &ev,
-            &Sent {
-                sql,
-                params: &[],
-                trace_id: trace.as_deref(),
-            },
-            now,
-        );
+        // Parameter values are decoded only for statements the slow log keeps.
+        let slow = ev.duration >= insight.settings().slow_threshold;
+        let bind = f.stmt.bind.as_deref().filter(|_| slow);
+        let bind = bind.and_then(|b| pgpilot_wire::frontend::Bind::decode(b).ok());
+        let params = bind
+            .as_ref()
+            .and_then(|b| b.params().ok())
+            .unwrap_or_default();
+        let sent = Sent {
+            sql,
+            params: &params,
+            trace_id: trace.as_deref(),
+        };
+        insight.record(&ev, &sent, now);
         let tracker = self
             .observer
             .nplus1

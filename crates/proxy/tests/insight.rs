@@ -81,6 +81,25 @@ async fn percentiles_rows_errors_and_endpoints_come_from_real_traffic() {
         .unwrap();
     assert_eq!(insert_json["errors"], 1, "{insert_json}");
     assert_eq!(serde_json::to_value(select).unwrap()["rows"], 3);
+    // A slow extended-protocol statement: its parameters reach the slow
+    // log, redacted by default.
+    c.query(
+        "SELECT pg_sleep($1::float8), $2::text",
+        &[&0.55f64, &"secret-value"],
+    )
+    .await
+    .unwrap();
+    let slow = insight.slow_queries(10);
+    let entry = slow
+        .iter()
+        .find(|e| e.query.contains("$2::text"))
+        .unwrap_or_else(|| panic!("not in the slow log: {slow:?}"));
+    assert_eq!(
+        entry.params,
+        vec![Some(pgpilot_insight::slowlog::REDACTED.to_owned()); 2],
+        "{entry:?}"
+    );
+    assert!(!format!("{entry:?}").contains("secret-value"));
     let endpoints = insight.endpoints(pgpilot_insight::EndpointOrder::TotalTime, 10);
     assert_eq!(
         endpoints.first().map(|e| e.endpoint.as_str()),

@@ -70,6 +70,31 @@ impl<'a> Bind<'a> {
     }
 }
 
+impl Bind<'_> {
+    /// The parameter values (`None` for NULL), in the format the client
+    /// chose for each (text or binary: see the format codes before them).
+    pub fn params(&self) -> Result<Vec<Option<&[u8]>>> {
+        let mut r = Reader::new(self.rest, "Bind");
+        let formats = r.i16()?;
+        r.take(
+            usize::try_from(formats)
+                .unwrap_or(usize::MAX / 4)
+                .saturating_mul(2),
+        )?;
+        let count = r.i16()?;
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1024));
+        for _ in 0..count.max(0) {
+            let len = r.i32()?;
+            out.push(if len < 0 {
+                None
+            } else {
+                Some(r.take(len as usize)?)
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// What a Describe or Close refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -259,6 +284,24 @@ mod tests {
         let b2 = Bind::decode(g.body()).unwrap();
         assert_eq!(b2.statement, b"PGPILOT_7");
         assert_eq!(b2.rest, b.rest);
+    }
+
+    #[test]
+    fn bind_params_decode_values_and_nulls() {
+        // 1 format code (text), 2 params: 'ab' and NULL, 0 result formats.
+        let rest = b"\0\x01\0\0\0\x02\0\0\0\x02ab\xff\xff\xff\xff\0\0";
+        let b = Bind {
+            portal: b"",
+            statement: b"s",
+            rest,
+        };
+        assert_eq!(b.params().unwrap(), vec![Some(&b"ab"[..]), None]);
+        let lying = Bind {
+            portal: b"",
+            statement: b"s",
+            rest: b"\0\0\0\x01\0\0\0\x09ab",
+        };
+        assert!(lying.params().is_err());
     }
 
     #[test]
