@@ -190,7 +190,7 @@ fn max_param(sql: &str) -> usize {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'\'' | b'"' => i = skip_quoted(b, i),
+            b'\'' | b'"' => i = pgpilot_sql::lexer::skip_quoted(b, i, b[i]),
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 i = b[i..]
                     .iter()
@@ -218,23 +218,6 @@ fn max_param(sql: &str) -> usize {
         }
     }
     max
-}
-
-/// Past a `'…'` or `"…"` token at `start` (doubled quotes escape).
-fn skip_quoted(b: &[u8], start: usize) -> usize {
-    let q = b[start];
-    let mut i = start + 1;
-    while i < b.len() {
-        if b[i] == q {
-            if b.get(i + 1) == Some(&q) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
 }
 
 /// Past a `$tag$…$tag$` literal at `start`; `None` when it is not one.

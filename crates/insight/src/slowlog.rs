@@ -239,7 +239,11 @@ fn redact_lexically(sql: &str) -> String {
         let prev_ident =
             i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$');
         let end = match b[i] {
-            b'\'' => Some(quoted_end(b, i, i > 0 && matches!(b[i - 1], b'e' | b'E'))),
+            b'\'' => Some(pgpilot_sql::lexer::skip_string(
+                b,
+                i,
+                i > 0 && matches!(b[i - 1], b'e' | b'E'),
+            )),
             b'0'..=b'9' if !prev_ident => Some(
                 i + b[i..]
                     .iter()
@@ -248,7 +252,7 @@ fn redact_lexically(sql: &str) -> String {
             ),
             b'$' if !prev_ident => dollar_end(b, i),
             b'"' => {
-                i = quoted_end(b, i, false);
+                i = pgpilot_sql::lexer::skip_quoted(b, i, b'"');
                 continue;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => {
@@ -279,27 +283,6 @@ fn redact_lexically(sql: &str) -> String {
     }
     out.push_str(&sql[copied..]);
     out
-}
-
-/// Past a quoted token at `start`; `backslash` honours E'' escapes.
-fn quoted_end(b: &[u8], start: usize, backslash: bool) -> usize {
-    let q = b[start];
-    let mut i = start + 1;
-    while i < b.len() {
-        if backslash && b[i] == b'\\' {
-            i += 2;
-            continue;
-        }
-        if b[i] == q {
-            if b.get(i + 1) == Some(&q) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
 }
 
 /// Past a `$tag$…$tag$` literal at `start`; `None` for `$1` or a lone `$`.

@@ -13,6 +13,8 @@
 //! log and [`crate::nplus1`]; `traceparent` is never a statistics dimension
 //! (one value per request would make the endpoint table unbounded).
 
+use pgpilot_sql::lexer::{skip_block_comment, skip_quoted};
+
 /// Values longer than this are dropped (a tag is a name, not a payload).
 const MAX_VALUE_LEN: usize = 512;
 
@@ -167,7 +169,7 @@ fn comment_spans(sql: &str) -> Vec<(usize, usize)> {
                     .map_or(b.len(), |p| i + p + 1);
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                let end = comment_end(b, i);
+                let end = skip_block_comment(b, i);
                 out.push((i, end));
                 i = end;
             }
@@ -176,43 +178,6 @@ fn comment_spans(sql: &str) -> Vec<(usize, usize)> {
         }
     }
     out
-}
-
-/// Index just past a quoted token starting at `start` (doubled quote escapes).
-fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {
-    let mut i = start + 1;
-    while i < b.len() {
-        if b[i] == q {
-            if b.get(i + 1) == Some(&q) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
-}
-
-/// Index just past the (possibly nested) comment starting at `start`.
-fn comment_end(b: &[u8], start: usize) -> usize {
-    let mut depth = 0usize;
-    let mut i = start;
-    while i + 1 < b.len() {
-        if b[i] == b'/' && b[i + 1] == b'*' {
-            depth += 1;
-            i += 2;
-        } else if b[i] == b'*' && b[i + 1] == b'/' {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    b.len()
 }
 
 /// Past a `$tag$ … $tag$` literal at `start`, or one byte when `$` does not

@@ -197,7 +197,9 @@ fn skip_line(b: &[u8], i: usize) -> usize {
         .map_or(b.len(), |p| i + p + 1)
 }
 
-fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
+/// Index just past the (possibly nested) `/* … */` comment starting at `i`;
+/// the end of `b` when it is unterminated.
+pub fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
     let mut depth = 0usize;
     while i < b.len() {
         if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
@@ -216,7 +218,9 @@ fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
     b.len()
 }
 
-fn skip_string(b: &[u8], mut i: usize, backslash: bool) -> usize {
+/// Index just past the `'…'` string starting at `i` (`''` escapes; with
+/// `backslash`, as in `E'…'`, a backslash escapes the next byte too).
+pub fn skip_string(b: &[u8], mut i: usize, backslash: bool) -> usize {
     i += 1;
     while i < b.len() {
         match b[i] {
@@ -229,7 +233,9 @@ fn skip_string(b: &[u8], mut i: usize, backslash: bool) -> usize {
     b.len()
 }
 
-fn skip_quoted(b: &[u8], mut i: usize, q: u8) -> usize {
+/// Index just past the token quoted with `q` starting at `i` (a doubled
+/// `q` escapes it); the end of `b` when it is unterminated.
+pub fn skip_quoted(b: &[u8], mut i: usize, q: u8) -> usize {
     i += 1;
     while i < b.len() {
         if b[i] == q {

@@ -42,11 +42,11 @@ fn tokens(s: &str) -> Vec<Token<'_>> {
                 continue;
             }
             b'\'' => {
-                i = quoted_end(b, i);
+                i = pgpilot_sql::lexer::skip_quoted(b, i, b[i]);
                 Token::Literal
             }
             b'"' => {
-                i = quoted_end(b, i);
+                i = pgpilot_sql::lexer::skip_quoted(b, i, b[i]);
                 Token::Ident(&s[start..i])
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
@@ -87,23 +87,6 @@ fn tokens(s: &str) -> Vec<Token<'_>> {
         out.push(token);
     }
     out
-}
-
-/// Past a `'…'` or `"…"` token starting at `start` (doubled quotes escape).
-fn quoted_end(b: &[u8], start: usize) -> usize {
-    let q = b[start];
-    let mut i = start + 1;
-    while i < b.len() {
-        if b[i] == q {
-            if b.get(i + 1) == Some(&q) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
 }
 
 fn word_end(b: &[u8], mut i: usize) -> usize {
