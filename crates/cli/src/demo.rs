@@ -198,9 +198,10 @@ fn print_summary(
     println!("\n{transactions} transactions in {:.2} s ({rate:.0}/s) from more clients than server connections.", elapsed.as_secs_f64());
     for p in running.proxy.rt.backends.snapshots() {
         println!(
-            "pool {}/{}: {} transactions, {} queries, server connections active {} idle {}, total client wait {:.1} ms",
+            "pool {}/{} on {}: {} transactions, {} queries, server connections active {} idle {}, total client wait {:.1} ms",
             p.database,
             p.user,
+            p.server,
             p.xact_count,
             p.query_count,
             p.sv_active,
