@@ -211,32 +211,13 @@ fn max_param(sql: &str) -> usize {
                     max = max.max(n);
                     i += 1 + digits;
                 } else {
-                    i = skip_dollar_quoted(b, i).unwrap_or(i + 1);
+                    i = pgpilot_sql::lexer::dollar_quote_end(b, i).unwrap_or(i + 1);
                 }
             }
             _ => i += 1,
         }
     }
     max
-}
-
-/// Past a `$tag$…$tag$` literal at `start`; `None` when it is not one.
-fn skip_dollar_quoted(b: &[u8], start: usize) -> Option<usize> {
-    let tag_len = b[start + 1..]
-        .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))?;
-    let close = start + 1 + tag_len;
-    if b[close] != b'$' {
-        return None;
-    }
-    let tag = &b[start..=close];
-    let body = close + 1;
-    Some(
-        b[body..]
-            .windows(tag.len())
-            .position(|w| w == tag)
-            .map_or(b.len(), |p| body + p + tag.len()),
-    )
 }
 
 /// The top plan node of an EXPLAIN result.

@@ -250,7 +250,7 @@ fn redact_lexically(sql: &str) -> String {
                     .position(|c| !(c.is_ascii_alphanumeric() || *c == b'.' || *c == b'_'))
                     .unwrap_or(b.len() - i),
             ),
-            b'$' if !prev_ident => dollar_end(b, i),
+            b'$' if !prev_ident => pgpilot_sql::lexer::dollar_quote_end(b, i),
             b'"' => {
                 i = pgpilot_sql::lexer::skip_quoted(b, i, b'"');
                 continue;
@@ -283,25 +283,6 @@ fn redact_lexically(sql: &str) -> String {
     }
     out.push_str(&sql[copied..]);
     out
-}
-
-/// Past a `$tag$…$tag$` literal at `start`; `None` for `$1` or a lone `$`.
-fn dollar_end(b: &[u8], start: usize) -> Option<usize> {
-    let tag_len = b[start + 1..]
-        .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))?;
-    let close = start + 1 + tag_len;
-    if b[close] != b'$' || b.get(start + 1).is_some_and(u8::is_ascii_digit) {
-        return None;
-    }
-    let tag = &b[start..=close];
-    let body = close + 1;
-    Some(
-        b[body..]
-            .windows(tag.len())
-            .position(|w| w == tag)
-            .map_or(b.len(), |p| body + p + tag.len()),
-    )
 }
 
 #[cfg(test)]

@@ -249,7 +249,6 @@ pub fn skip_quoted(b: &[u8], mut i: usize, q: u8) -> usize {
     }
     b.len()
 }
-
 /// `$1` parameters and `$tag$ ... $tag$` dollar-quoted strings.
 fn skip_dollar(b: &[u8], i: usize) -> usize {
     let mut j = i + 1;
@@ -259,18 +258,31 @@ fn skip_dollar(b: &[u8], i: usize) -> usize {
         }
         return j;
     }
+    dollar_quote_end(b, i).unwrap_or(i + 1)
+}
+
+/// Index just past the `$tag$ … $tag$` string starting at `i` (the end of
+/// `b` when it is unterminated), or `None` when the `$` there opens no
+/// dollar quote (a `$1` parameter, a lone `$`).
+pub fn dollar_quote_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    if b.get(j).is_some_and(|c| c.is_ascii_digit()) {
+        return None;
+    }
     while j < b.len() && b[j] != b'$' && is_ident_char(b[j]) {
         j += 1;
     }
     if b.get(j) != Some(&b'$') {
-        return i + 1;
+        return None;
     }
     let tag = &b[i..=j];
     let body = j + 1;
-    b[body..]
-        .windows(tag.len())
-        .position(|w| w == tag)
-        .map_or(b.len(), |p| body + p + tag.len())
+    Some(
+        b[body..]
+            .windows(tag.len())
+            .position(|w| w == tag)
+            .map_or(b.len(), |p| body + p + tag.len()),
+    )
 }
 
 #[cfg(test)]
