@@ -10,7 +10,8 @@ Reuses bench/compare.py's cluster, pgbench and reporting helpers.
         --modes simple,prepared --clients 10,100 --rounds 3 --seconds 10
 
 A variant is `name:key=value,key=value` where keys are `workers` (runtime
-threads) or `section.key` TOML settings (values written as TOML literals;
+threads), `bin` (another pgpilot binary, e.g. a copy of an older build) or
+`section.key` TOML settings (values written as TOML literals;
 bare words are quoted). The first variant is the baseline of the ratios.
 """
 
@@ -30,16 +31,19 @@ import compare as c  # noqa: E402
 
 def parse_variant(text):
     name, _, spec = text.partition(":")
-    settings, workers = {}, None
+    settings, workers, binary = {}, None, None
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
         if key == "workers":
             workers = value
             continue
+        if key == "bin":
+            binary = value
+            continue
         section, _, k = key.partition(".")
         literal = value if value in ("true", "false") or value.replace(".", "").isdigit() else f'"{value}"'
         settings.setdefault(section, []).append(f"{k} = {literal}")
-    return name, settings, workers
+    return name, settings, workers, binary
 
 
 def start_variant(children, binary, workdir, pg_port, name, settings, workers):
@@ -117,8 +121,9 @@ def main():
         pg_port = c.start_cluster(children, binary, max(300, max(clients) + 60 * len(variants)))
         c.pgbench_init(pg_port, args.scale)
         targets = {}
-        for name, settings, workers in variants:
-            port, proc = start_variant(children, binary, workdir, pg_port, name, settings, workers)
+        for name, settings, workers, own_binary in variants:
+            port, proc = start_variant(children, own_binary or binary, workdir, pg_port, name,
+                                       settings, workers)
             targets[name] = (port, proc, os.environ.copy())
         c.warm_up(targets, 2)
         cells, noise = c.run_matrix(targets, modes, clients, args.rounds, args.seconds, workdir)

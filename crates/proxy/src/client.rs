@@ -116,7 +116,7 @@ impl Session {
     }
 
     /// Records session effects of `sql`; pins take effect at once.
-    fn note_effects(&mut self, sql: Bytes) {
+    fn note_effects(&mut self, sql: &[u8]) {
         for effect in self.session_effects(sql) {
             self.pending.note(effect);
         }
@@ -124,16 +124,35 @@ impl Session {
 
     /// Pins the client for what `sql` does that cannot be replayed (at
     /// once: pinning early is harmless) and returns its other session effects.
-    fn session_effects(&mut self, text: Bytes) -> Vec<SessionEffect> {
-        let Ok(sql) = std::str::from_utf8(&text) else {
+    /// The analysis of `sql`; a client that sends the same text again (an
+    /// unnamed statement re-parsed every transaction, a repeated simple
+    /// query) gets the previous answer without a lexer pass or a cache look-up.
+    ///
+    /// Returns the text as an owned copy, made only when the text changes:
+    /// keeping a slice of the client's read buffer instead would pin that
+    /// buffer and make every later read allocate a new one.
+    fn analyze_text(&mut self, text: &[u8], sql: &str) -> (Bytes, pgpilot_sql::Analysis) {
+        if let Some((last, analysis)) = &self.last_analysis {
+            if last.as_ref() == text {
+                return (last.clone(), analysis.clone());
+            }
+        }
+        let analysis = self.rt.analyzer.analyze(sql);
+        let owned = Bytes::copy_from_slice(text);
+        self.last_analysis = Some((owned.clone(), analysis.clone()));
+        (owned, analysis)
+    }
+
+    fn session_effects(&mut self, text: &[u8]) -> Vec<SessionEffect> {
+        let Ok(sql) = std::str::from_utf8(text) else {
             return Vec::new();
         };
-        let analysis = self.rt.analyzer.analyze(sql);
+        let (owned, analysis) = self.analyze_text(text, sql);
         self.ryw_key = self.ryw_scope_key(sql);
         self.next_intent = self.intent_of(&analysis);
         self.observer.last = Some(crate::observe::Statement {
             key: analysis.key,
-            sql: text.clone(),
+            sql: owned,
             bind: None,
         });
         let mut effects = Vec::new();
@@ -157,7 +176,7 @@ impl Session {
 
     async fn on_query(&mut self, frame: Frame) -> Result<()> {
         let sql = frontend::query_text(frame.body()).map_err(SessionError::ClientProtocol)?;
-        self.note_effects(frame.raw.slice_ref(sql));
+        self.note_effects(sql);
         if let Err(e) = self.ensure_server().await {
             // A simple query gets its error and ReadyForQuery right away.
             let mut out = BytesMut::new();
@@ -175,7 +194,7 @@ impl Session {
     async fn on_parse(&mut self, frame: Frame) -> Result<()> {
         let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
         // Effects count when the statement runs: at each Bind of it.
-        let effects = self.session_effects(frame.raw.slice_ref(parse.query));
+        let effects = self.session_effects(parse.query);
         if parse.name.is_empty() {
             self.observer.unnamed = self.observer.last.take();
         }

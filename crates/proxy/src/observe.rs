@@ -29,9 +29,11 @@ pub(crate) struct Statement {
 }
 
 impl Statement {
-    /// The statement as bound by the Bind message `frame` (zero-copy).
+    /// The statement as bound by the Bind message `frame`. The body is
+    /// copied (tens of bytes): a slice would pin the client's read buffer
+    /// and make every later read allocate a new one.
     pub fn bound(self, frame: &pgpilot_wire::Frame) -> Statement {
-        let body = frame.raw.slice(pgpilot_wire::frame::HEADER_LEN..);
+        let body = Bytes::copy_from_slice(frame.body());
         Statement {
             bind: Some(body),
             ..self

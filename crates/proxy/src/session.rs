@@ -99,6 +99,8 @@ pub struct Session {
     pub(crate) ryw_token: Option<Box<str>>,
     /// Query insight bookkeeping.
     pub(crate) observer: Observer,
+    /// The last text analyzed and its analysis (see `analyze_text`).
+    pub(crate) last_analysis: Option<(bytes::Bytes, pgpilot_sql::Analysis)>,
     /// Bytes for the server not yet written.
     pub(crate) server_out: BytesMut,
     /// Responses awaited from the server, in order.
@@ -169,6 +171,7 @@ impl Session {
             wrote_key: None,
             ryw_token: None,
             observer: Observer::default(),
+            last_analysis: None,
             server_out: BytesMut::new(),
             expect: ExpectQueue::default(),
             statements: ClientStatements::default(),
