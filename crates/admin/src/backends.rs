@@ -68,16 +68,7 @@ impl BackendView {
 
 /// `GET /api/backends`.
 pub async fn list(State(state): State<Arc<AdminState>>) -> Json<Vec<BackendView>> {
-    let now = Instant::now();
-    Json(
-        state
-            .rt
-            .backends
-            .all()
-            .iter()
-            .map(|b| BackendView::of(b, now))
-            .collect(),
-    )
+    Json(views(&state))
 }
 
 /// Body of `POST /api/backends`.
@@ -239,7 +230,7 @@ pub fn render_metrics(exp: &mut Exposition, views: &[BackendView]) {
     }
 }
 
-/// Views of every server, for `/metrics`.
+/// Views of every server, for the API and `/metrics`.
 pub fn views(state: &AdminState) -> Vec<BackendView> {
     let now = Instant::now();
     state
