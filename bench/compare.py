@@ -283,10 +283,12 @@ server_password = "{APP_PASSWORD}"
 # pgbench runs
 
 
-def pgbench_select(port, mode, clients, seconds, log_prefix, env):
-    """One `pgbench -S` run; returns (tps, transactions, failed, latencies_us)."""
+def pgbench_select(port, mode, clients, seconds, log_prefix, env, script=None):
+    """One `pgbench -S` run (or of `script`, a pgbench script file);
+    returns (tps, transactions, failed, latencies_us)."""
     threads = min(clients, 2)
-    argv = ["pgbench", "-S", "-n", "-M", mode, "-c", str(clients), "-j", str(threads),
+    workload = ["-f", script] if script else ["-S"]
+    argv = ["pgbench", *workload, "-n", "-M", mode, "-c", str(clients), "-j", str(threads),
             "-T", str(seconds), "-h", "127.0.0.1", "-p", str(port), "-U", APP_USER]
     if log_prefix:
         argv += ["--log", f"--log-prefix={log_prefix}"]
@@ -412,7 +414,7 @@ def wait_quiet(budget, per_run):
 
 
 def run_matrix(targets, modes, client_counts, rounds, seconds, workdir, per_run_wait=0,
-               quiet_total=0):
+               quiet_total=0, script=None):
     cells = {(m, c, t): Cell() for m in modes for c in client_counts for t in targets}
     order = list(targets)
     total = rounds * len(cells)
@@ -433,7 +435,7 @@ def run_matrix(targets, modes, client_counts, rounds, seconds, workdir, per_run_
                     try:
                         with NoiseWatch() as watch:
                             tps, tx, failed, lat = pgbench_select(port, mode, clients, seconds,
-                                                                  prefix, env)
+                                                                  prefix, env, script)
                     except RuntimeError as e:
                         cells[(mode, clients, name)].errors.append(str(e))
                         log(f"[{done}/{total}] round {r + 1} {mode:8} c={clients:<3} {name:9} ERROR {e}")

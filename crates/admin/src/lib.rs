@@ -11,6 +11,7 @@
 //! its answer so scrapers cannot turn it into load on the database.
 
 pub mod backends;
+pub mod cache;
 pub mod error;
 pub mod health;
 pub mod insight;
@@ -68,6 +69,13 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route(
             "/api/backends/{id}",
             axum::routing::delete(backends::remove),
+        )
+        .route("/api/cache", get(cache::summary))
+        .route("/api/cache/entries", get(cache::entries))
+        .route("/api/cache/shapes", get(cache::shapes))
+        .route(
+            "/api/cache/invalidate",
+            axum::routing::post(cache::invalidate),
         )
         .route("/api/queries", get(insight::queries))
         .route("/api/queries/{fingerprint}", get(insight::query_detail))

@@ -348,6 +348,7 @@ pub async fn handler(State(state): State<Arc<AdminState>>) -> Response {
     let mut body = render(&state.rt.backends.snapshots(), &proxy_samples(&state.rt));
     let mut servers = Exposition::default();
     crate::backends::render_metrics(&mut servers, &crate::backends::views(&state));
+    crate::cache::render_metrics(&mut servers, &state);
     body.push_str(&servers.finish());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }

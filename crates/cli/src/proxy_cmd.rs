@@ -24,6 +24,15 @@ pub struct ProxyArgs {
     /// Admin HTTP address (health, metrics); "off" disables it.
     #[arg(long, default_value = "127.0.0.1:9930")]
     pub admin_listen: String,
+    /// Cache the results of every eligible read (see docs/configuration.md, [cache]).
+    #[arg(long, conflicts_with = "config")]
+    pub cache: bool,
+    /// With --cache: also invalidate from the primary's WAL (logical replication; the login needs REPLICATION, and superuser to create the publication).
+    #[arg(long, requires = "cache")]
+    pub cache_wal: bool,
+    /// With --cache: share invalidations with the other pgpilot instances using this Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long, requires = "cache")]
+    pub cache_redis: Option<String>,
     /// A TOML configuration file (see docs/configuration.md); reloaded on SIGHUP.
     #[arg(long, conflicts_with_all = ["primary", "replicas"])]
     pub config: Option<PathBuf>,
@@ -44,7 +53,11 @@ pub fn settings(args: &ProxyArgs) -> anyhow::Result<Settings> {
         replica_urls: args.replicas.clone(),
         admin_listen,
     };
-    Ok(Settings::quick_start(&q)?)
+    let mut settings = Settings::quick_start(&q)?;
+    settings.cache.enabled = args.cache;
+    settings.cache.wal.enabled = args.cache_wal;
+    settings.cache.redis_url = args.cache_redis.clone();
+    Ok(settings)
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@
 //!
 //! Reference for every key: `docs/configuration.md`.
 
+mod cache;
 mod duration;
 mod error;
 mod insight;
@@ -23,6 +24,9 @@ mod validate;
 
 use std::path::Path;
 
+pub use cache::{
+    CacheConfig, CacheRule, WalInvalidation, DEFAULT_CACHE_MEMORY, DEFAULT_MAX_RESULT_SIZE,
+};
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use error::{Error, FieldError, Result};
 pub use insight::{

@@ -92,6 +92,7 @@ impl Settings {
             users,
             routing: RoutingSettings::default(),
             insight: InsightConfig::default(),
+            cache: crate::cache::CacheConfig::default(),
         };
         problems.finish(settings)
     }

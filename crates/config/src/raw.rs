@@ -30,6 +30,8 @@ pub(crate) struct RawConfig {
     pub routing: RawRouting,
     #[serde(default)]
     pub insight: RawInsight,
+    #[serde(default)]
+    pub cache: RawCache,
 }
 
 /// The `[pool]` table.
@@ -96,6 +98,44 @@ pub(crate) struct RawInsight {
     pub explain_analyze: Option<bool>,
     pub explain_interval: Option<IntOrString>,
     pub explain_top: Option<i64>,
+}
+
+/// The `[cache]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub enabled: Option<bool>,
+    pub max_memory: Option<IntOrString>,
+    pub max_result_size: Option<IntOrString>,
+    pub ttl_min: Option<IntOrString>,
+    pub ttl_max: Option<IntOrString>,
+    pub ttl_per_ms: Option<IntOrString>,
+    pub coalesce_wait: Option<IntOrString>,
+    pub refresh_ahead: Option<bool>,
+    pub rules: Option<Vec<RawCacheRule>>,
+    pub wal: Option<RawWal>,
+    pub redis_url: Option<String>,
+}
+
+/// One `[[cache.rules]]` entry.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCacheRule {
+    pub table: Option<String>,
+    pub contains: Option<String>,
+    pub cache: Option<bool>,
+    pub ttl: Option<IntOrString>,
+}
+
+/// The `[cache.wal]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWal {
+    pub enabled: Option<bool>,
+    pub publication: Option<String>,
+    pub create_publication: Option<bool>,
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 /// One `[[users]]` entry.

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use crate::cache::CacheConfig;
 use crate::insight::InsightConfig;
 use crate::secret::SecretKind;
 
@@ -71,6 +72,8 @@ pub struct Settings {
     /// Query statistics, slow log, lints, N+1 detection, history and plan
     /// insights. Defaults when `[insight]` is absent.
     pub insight: InsightConfig,
+    /// The query-result cache. Defaults (off) when `[cache]` is absent.
+    pub cache: CacheConfig,
 }
 
 impl Settings {

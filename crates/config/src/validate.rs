@@ -9,6 +9,7 @@
 //! `[routing]` and `[insight]`. User entries are checked in [`users`], the
 //! routing table in [`routing`], the insight table in [`insight`].
 
+mod cache;
 mod insight;
 mod routing;
 mod users;
@@ -68,6 +69,7 @@ pub(crate) fn settings_from_raw(raw: RawConfig) -> Result<Settings> {
         users: users::users(p, raw.users),
         routing: routing::routing(p, raw.routing),
         insight: insight::insight(p, raw.insight),
+        cache: cache::cache(p, raw.cache),
     };
     problems.finish(settings)
 }

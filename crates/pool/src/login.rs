@@ -43,7 +43,18 @@ impl std::fmt::Debug for LoginParams {
 
 /// Connects and logs in within `timeout`.
 pub async fn connect(params: &LoginParams, timeout: Duration) -> Result<ServerConn> {
-    match tokio::time::timeout(timeout, connect_inner(params)).await {
+    connect_with(params, &[], timeout).await
+}
+
+/// Like [`connect`], with `extra` startup parameters sent after `user` and
+/// `database`, e.g. `("replication", "database")` for a logical
+/// replication connection (protocol docs §55.4).
+pub async fn connect_with(
+    params: &LoginParams,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<ServerConn> {
+    match tokio::time::timeout(timeout, connect_inner(params, extra)).await {
         Ok(r) => r,
         Err(_) => Err(Error::ConnectTimeout {
             addr: params.addr.clone(),
@@ -52,7 +63,7 @@ pub async fn connect(params: &LoginParams, timeout: Duration) -> Result<ServerCo
     }
 }
 
-async fn connect_inner(params: &LoginParams) -> Result<ServerConn> {
+async fn connect_inner(params: &LoginParams, extra: &[(&str, &str)]) -> Result<ServerConn> {
     let io = |source| Error::Io {
         addr: params.addr.clone(),
         source,
@@ -65,7 +76,7 @@ async fn connect_inner(params: &LoginParams) -> Result<ServerConn> {
         buf: BytesMut::with_capacity(8192),
         out: BytesMut::with_capacity(256),
     };
-    login.send_startup().await?;
+    login.send_startup(extra).await?;
     login.authenticate().await?;
     login.preamble().await
 }
@@ -121,12 +132,10 @@ impl Login<'_> {
         }
     }
 
-    async fn send_startup(&mut self) -> Result<()> {
+    async fn send_startup(&mut self, extra: &[(&str, &str)]) -> Result<()> {
         let p = self.params;
-        startup::startup_message(
-            &mut self.out,
-            [("user", p.user.as_str()), ("database", p.database.as_str())],
-        );
+        let base = [("user", p.user.as_str()), ("database", p.database.as_str())];
+        startup::startup_message(&mut self.out, base.into_iter().chain(extra.iter().copied()));
         self.flush().await
     }
 

@@ -38,6 +38,7 @@ impl Session {
             &r.read_only_functions,
         );
         if own == Intent::Write {
+            self.note_cache_writes(analysis);
             self.wrote = true;
             if self.ryw_key.is_some() {
                 self.wrote_key = self.ryw_key.clone();
@@ -109,7 +110,10 @@ impl Session {
 
     async fn checkout_routed(&mut self) -> Result<(), SessionError> {
         let settings = self.rt.settings.load_full();
-        let intent = std::mem::replace(&mut self.next_intent, Intent::Write);
+        let mut intent = std::mem::replace(&mut self.next_intent, Intent::Write);
+        if std::mem::take(&mut self.cache.fill_on_primary) {
+            intent = Intent::Write;
+        }
         if intent == Intent::Read {
             self.merge_shared_writes();
         }
@@ -166,6 +170,7 @@ impl Session {
     /// The transaction ended (ReadyForQuery idle): a write in it is what
     /// the client's next reads must see.
     pub(crate) fn end_transaction(&mut self) {
+        self.invalidate_written();
         if std::mem::take(&mut self.wrote) {
             let now = Instant::now();
             self.ryw.last_write = Some(now);
@@ -215,6 +220,9 @@ impl Session {
             return false;
         }
         self.rt.counters.server_failures.fetch_add(1, Relaxed);
+        // Whether its COMMIT took effect is unknown.
+        self.invalidate_written();
+        self.abandon_captures();
         let idle = self.expect.is_empty();
         let awaited_ready = self.expect.drain_awaits_ready();
         self.server_out.clear();

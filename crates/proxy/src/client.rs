@@ -17,6 +17,7 @@ use pgpilot_wire::sqlstate;
 use pgpilot_wire::tag::{backend as btag, frontend as tag};
 use pgpilot_wire::Frame;
 
+use crate::cache::{QueryPath, Shape};
 use crate::error::{Result, SessionError};
 use crate::expect::Expect;
 use crate::session::Session;
@@ -31,20 +32,18 @@ impl Session {
         if !self.report_lost_transaction(frame.tag) {
             return Ok(true);
         }
+        if self.cache.held.is_some() && self.offer_to_held(&frame).await? {
+            return Ok(true);
+        }
         // Messages that do not say otherwise need the primary.
         self.next_intent = crate::route::Intent::Write;
         match frame.tag {
             tag::QUERY => self.on_query(frame).await?,
             tag::PARSE => self.on_parse(frame).await?,
             tag::BIND => self.on_bind(frame).await?,
-            tag::DESCRIBE => self.on_describe(frame).await?,
+            tag::DESCRIBE => self.forward_describe(frame).await?,
             tag::CLOSE => self.on_close(frame).await?,
-            tag::EXECUTE => {
-                self.forward(&frame.raw, Some(Expect::Execute)).await?;
-                if !self.skip_until_sync {
-                    self.observe_sent(true);
-                }
-            }
+            tag::EXECUTE => self.forward_execute(&frame).await?,
             tag::SYNC => self.on_sync(frame).await?,
             tag::FLUSH => self.on_flush(&frame.raw),
             tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => self.on_copy(&frame.raw)?,
@@ -62,6 +61,14 @@ impl Session {
         Ok(true)
     }
 
+    pub(crate) async fn forward_execute(&mut self, frame: &Frame) -> Result<()> {
+        self.forward(&frame.raw, Some(Expect::Execute)).await?;
+        if !self.skip_until_sync {
+            self.observe_sent(true);
+        }
+        Ok(())
+    }
+
     /// Sends `raw` to the server (checking one out first) and awaits `expect`.
     async fn forward(&mut self, raw: &[u8], expect: Option<Expect>) -> Result<()> {
         if !self.server_ready().await {
@@ -76,7 +83,7 @@ impl Session {
 
     /// Ensures a server; on failure reports the error the way the current
     /// protocol flow expects and returns false.
-    async fn server_ready(&mut self) -> bool {
+    pub(crate) async fn server_ready(&mut self) -> bool {
         match self.ensure_server().await {
             Ok(()) => true,
             Err(err) => {
@@ -131,7 +138,11 @@ impl Session {
     /// Returns the text as an owned copy, made only when the text changes:
     /// keeping a slice of the client's read buffer instead would pin that
     /// buffer and make every later read allocate a new one.
-    fn analyze_text(&mut self, text: &[u8], sql: &str) -> (Bytes, pgpilot_sql::Analysis) {
+    pub(crate) fn analyze_text(
+        &mut self,
+        text: &[u8],
+        sql: &str,
+    ) -> (Bytes, pgpilot_sql::Analysis) {
         if let Some((last, analysis)) = &self.last_analysis {
             if last.as_ref() == text {
                 return (last.clone(), analysis.clone());
@@ -177,6 +188,10 @@ impl Session {
     async fn on_query(&mut self, frame: Frame) -> Result<()> {
         let sql = frontend::query_text(frame.body()).map_err(SessionError::ClientProtocol)?;
         self.note_effects(sql);
+        let fill = match self.cache_query().await {
+            QueryPath::Served => return Ok(()),
+            QueryPath::Run(fill) => fill,
+        };
         if let Err(e) = self.ensure_server().await {
             // A simple query gets its error and ReadyForQuery right away.
             let mut out = BytesMut::new();
@@ -185,13 +200,26 @@ impl Session {
             self.emit(out.freeze());
             return Ok(());
         }
+        let index = self.expect.next_index();
         self.server_out.extend_from_slice(&frame.raw);
         self.await_response(Expect::Query { hidden: false });
+        if let Some(fill) = fill {
+            self.start_fill(fill, Shape::Simple, (index, index));
+        }
         self.observe_sent(false);
         Ok(())
     }
 
     async fn on_parse(&mut self, frame: Frame) -> Result<()> {
+        let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        if parse.name.is_empty() && self.hold_parse(&frame, parse.query) {
+            return Ok(());
+        }
+        self.forward_parse(frame).await
+    }
+
+    /// Sends the client's Parse on (see `on_parse`).
+    pub(crate) async fn forward_parse(&mut self, frame: Frame) -> Result<()> {
         let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
         // Effects count when the statement runs: at each Bind of it.
         let effects = self.session_effects(parse.query);
@@ -326,6 +354,18 @@ impl Session {
 
     async fn on_bind(&mut self, frame: Frame) -> Result<()> {
         let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        if self.hold_bind(&frame, &bind) {
+            return Ok(());
+        }
+        self.forward_bind(frame).await
+    }
+
+    /// Sends the client's Bind on (see `on_bind`).
+    pub(crate) async fn forward_bind(&mut self, frame: Frame) -> Result<()> {
+        let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        if bind.statement.is_empty() && !self.pay_owed_parse().await {
+            return Ok(());
+        }
         if bind.statement.is_empty() || self.max_prepared == 0 {
             self.observer.portal = self.observer.unnamed.clone().map(|s| s.bound(&frame));
             self.pending.bound(bind.statement);
@@ -346,8 +386,14 @@ impl Session {
         Ok(())
     }
 
-    async fn on_describe(&mut self, frame: Frame) -> Result<()> {
+    pub(crate) async fn forward_describe(&mut self, frame: Frame) -> Result<()> {
         let named = Named::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+        if named.target == Target::Statement
+            && named.name.is_empty()
+            && !self.pay_owed_parse().await
+        {
+            return Ok(());
+        }
         if named.target == Target::Portal || named.name.is_empty() || self.max_prepared == 0 {
             return self.forward(&frame.raw, Some(Expect::Describe)).await;
         }

@@ -82,6 +82,12 @@ pub struct LostParse {
 #[derive(Debug, Default)]
 pub struct ExpectQueue {
     items: VecDeque<Expect>,
+    /// Entries ever removed from the front: the absolute index of the head,
+    /// by which the result cache tells which request a message answers.
+    base: u64,
+    /// Entries were removed from the middle (COPY): absolute indexes taken
+    /// before this count changed no longer name the same entries.
+    reshuffles: u64,
 }
 
 impl ExpectQueue {
@@ -97,16 +103,39 @@ impl ExpectQueue {
     }
 
     pub fn pop(&mut self) -> Option<Expect> {
-        let head = self.items.pop_front();
+        let head = self.pop_front();
         self.drop_stale_copy_ends();
         head
+    }
+
+    fn pop_front(&mut self) -> Option<Expect> {
+        let head = self.items.pop_front();
+        if head.is_some() {
+            self.base += 1;
+        }
+        head
+    }
+
+    /// The absolute index of the head entry (see [`Self::next_index`]).
+    pub fn head_index(&self) -> u64 {
+        self.base
+    }
+
+    /// The absolute index the next pushed entry gets.
+    pub fn next_index(&self) -> u64 {
+        self.base + self.items.len() as u64
+    }
+
+    /// Changes whenever entries are removed other than from the front.
+    pub fn reshuffles(&self) -> u64 {
+        self.reshuffles
     }
 
     /// Keeps [`Expect::CopyEnd`] off the head: the request it followed
     /// was answered without entering COPY.
     fn drop_stale_copy_ends(&mut self) {
         while self.items.front() == Some(&Expect::CopyEnd) {
-            self.items.pop_front();
+            self.pop_front();
         }
     }
 
@@ -121,6 +150,7 @@ impl ExpectQueue {
             .items
             .iter()
             .any(|e| matches!(e, Expect::Query { hidden: false } | Expect::Sync));
+        self.base += self.items.len() as u64;
         self.items.clear();
         awaited
     }
@@ -148,6 +178,7 @@ impl ExpectQueue {
     /// marker. Returns whether the client has yet to end the COPY (no
     /// marker was queued) and how many Syncs were removed.
     pub fn enter_copy_in(&mut self) -> (bool, usize) {
+        self.reshuffles += 1;
         let end = self.items.iter().position(|e| *e == Expect::CopyEnd);
         let mut stop = end.unwrap_or(self.items.len());
         let mut removed = 0;
@@ -172,12 +203,14 @@ impl ExpectQueue {
     /// Parses that failed or were skipped, and whether a Sync is queued.
     pub fn skip_to_sync(&mut self) -> (Vec<LostParse>, bool) {
         let mut lost = Vec::new();
-        while let Some(front) = self.items.pop_front() {
+        while let Some(front) = self.items.front() {
+            if *front == Expect::Sync {
+                return (lost, true);
+            }
+            let Some(front) = self.pop_front() else {
+                break;
+            };
             match front {
-                Expect::Sync => {
-                    self.items.push_front(Expect::Sync);
-                    return (lost, true);
-                }
                 Expect::Parse {
                     stmt: Some(stmt),
                     client_name,

@@ -63,6 +63,16 @@ impl FunctionCatalog {
     }
 }
 
+impl FunctionCatalog {
+    /// Whether `name` is IMMUTABLE in `database` (every overload): only
+    /// such functions may appear in a cached statement. Unknown → false.
+    pub fn is_immutable(&self, database: &str, name: &str) -> bool {
+        let name = name.rsplit('.').next().unwrap_or(name);
+        let by_db = self.by_db.read();
+        matches!(by_db.get(database).and_then(|v| v.get(name)), Some(b'i'))
+    }
+}
+
 /// The query that loads a catalog: one row per name, most volatile class.
 pub const CATALOG_QUERY: &str =
     "SELECT lower(proname), max(provolatile::text) FROM pg_catalog.pg_proc GROUP BY 1";
@@ -89,5 +99,7 @@ mod tests {
             "catalog not loaded for that database"
         );
         assert!(c.is_read_only("other", "random", &[]));
+        assert!(c.is_immutable("app", "lower") && c.is_immutable("app", "pg_catalog.lower"));
+        assert!(!c.is_immutable("app", "now") && !c.is_immutable("app", "random"));
     }
 }

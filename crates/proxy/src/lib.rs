@@ -12,6 +12,7 @@
 //! ([`explain`]).
 
 pub mod backends;
+pub mod cache;
 pub mod cancel;
 mod checkout;
 mod client;
@@ -27,13 +28,17 @@ pub mod listener;
 pub mod monitor;
 mod observe;
 pub mod params;
+pub mod peers;
 pub mod pools;
+pub mod relations;
 mod reset;
 pub mod route;
 pub mod runtime;
 mod server;
 pub mod session;
 pub mod statements;
+pub mod wal_follow;
+pub mod walstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +62,17 @@ async fn maintain_pools(rt: Arc<Runtime>) {
         for pool in rt.backends.all_pools() {
             pool.maintain().await;
         }
+    }
+}
+
+/// Result-cache upkeep (moka's pending work, unused invalidation handles)
+/// every [`MAINTENANCE_PERIOD`].
+async fn maintain_cache(rt: Arc<Runtime>) {
+    let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        rt.cache.maintain();
     }
 }
 
@@ -101,6 +117,9 @@ impl RunningProxy {
             tokio::spawn(monitor::monitor_forever(rt.clone())),
             tokio::spawn(explain::explain_forever(rt.clone())),
             tokio::spawn(flush_insight(rt.clone())),
+            tokio::spawn(wal_follow::follow_wal_forever(rt.clone())),
+            tokio::spawn(maintain_cache(rt.clone())),
+            tokio::spawn(peers::peers_forever(rt.clone())),
         ];
         Ok(RunningProxy { addr, rt, tasks })
     }

@@ -4,7 +4,8 @@
 //! bounded by `health_check_timeout`. Successes close the server's circuit
 //! breaker, failures count towards opening it. With `auto_role`, a replica
 //! that leaves recovery becomes the primary (promotion). The primary's task
-//! also loads each database's function volatility for routing.
+//! also loads each database's function volatility (routing, caching) and
+//! relation kinds (which tables the result cache may read).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::backends::{Backend, Role, Sample};
 use crate::functions::{Volatility, CATALOG_QUERY};
+use crate::relations::{relations_query, Relations};
 use crate::runtime::Runtime;
 
 /// One round trip: recovery state, WAL position, replay delay in ms.
@@ -176,24 +178,49 @@ async fn load_catalogs(rt: &Runtime, b: &Backend, attempts: &mut CatalogAttempts
     let mut databases: Vec<String> = b.pools().iter().map(|p| p.key().database.clone()).collect();
     databases.sort();
     databases.dedup();
-    databases.retain(|db| catalog_due(rt, db, attempts));
+    // DDL seen by a session (a new table, a view, RLS turned on) asks for
+    // a reload now rather than at the next refresh.
+    let forced = rt
+        .catalog_stale
+        .swap(false, std::sync::atomic::Ordering::AcqRel);
+    databases.retain(|db| forced || catalog_due(rt, db, attempts));
     for db in databases {
         attempts.insert(db.clone(), Instant::now());
         let Some(params) = monitor_login(rt, &b.addr, &db) else {
             return;
         };
+        let settings = rt.settings.load();
+        let wal = &settings.cache.wal;
+        let relations_sql = relations_query(wal.enabled.then_some(wal.publication.as_str()));
         let load = async {
             let mut conn = login::connect(&params, timeout).await.ok()?;
-            probe::query(&mut conn, CATALOG_QUERY).await.ok()
+            let functions = probe::query(&mut conn, CATALOG_QUERY).await.ok()?;
+            let relations = probe::query(&mut conn, &relations_sql).await.ok()?;
+            Some((functions, relations))
         };
-        if let Ok(Some(rows)) = tokio::time::timeout(timeout, load).await {
-            let mut v = Volatility::with_capacity(rows.len());
-            for row in rows {
-                if let (Some(Some(name)), Some(Some(class))) = (row.first(), row.get(1)) {
-                    v.insert(name.clone(), class.bytes().next().unwrap_or(b'v'));
-                }
-            }
-            rt.functions.set(&db, v);
+        if let Ok(Some((functions, relations))) = tokio::time::timeout(timeout, load).await {
+            rt.functions.set(&db, volatility(functions));
+            rt.relations.set(&db, relation_kinds(relations));
         }
     }
+}
+
+fn volatility(rows: Vec<probe::Row>) -> Volatility {
+    let mut v = Volatility::with_capacity(rows.len());
+    for row in rows {
+        if let (Some(Some(name)), Some(Some(class))) = (row.first(), row.get(1)) {
+            v.insert(name.clone(), class.bytes().next().unwrap_or(b'v'));
+        }
+    }
+    v
+}
+
+fn relation_kinds(rows: Vec<probe::Row>) -> Relations {
+    let mut r = Relations::with_capacity(rows.len());
+    for row in rows {
+        if let (Some(Some(name)), Some(Some(ok))) = (row.first(), row.get(1)) {
+            r.insert(name.clone(), ok == "t");
+        }
+    }
+    r
 }

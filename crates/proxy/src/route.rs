@@ -232,7 +232,11 @@ fn within_lag(b: &Backend, r: &RoutingSettings) -> bool {
 
 /// The WAL position a replica must have replayed for this client: 0 when
 /// it has no write to see; `None` when it cannot be known yet.
-fn needed_lsn(backends: &Backends, r: &RoutingSettings, ryw: &mut ReadYourWrites) -> Option<u64> {
+pub(crate) fn needed_lsn(
+    backends: &Backends,
+    r: &RoutingSettings,
+    ryw: &mut ReadYourWrites,
+) -> Option<u64> {
     if !r.read_your_writes {
         return Some(0);
     }

@@ -4,7 +4,7 @@
 //! There are no globals; tests build as many runtimes as they like.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -17,6 +17,7 @@ use pgpilot_sql::Analyzer;
 use crate::backends::Backends;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
+use crate::relations::RelationCatalog;
 use crate::statements::StatementRegistry;
 
 /// Bound on distinct query texts whose analysis is cached.
@@ -59,6 +60,16 @@ pub struct Runtime {
     pub statements: StatementRegistry,
     pub cancels: CancelRegistry,
     pub counters: ProxyCounters,
+    /// The query-result cache (used only when `[cache]` opts statements in).
+    pub cache: Arc<pgpilot_cache::ResultCache>,
+    /// Relation kinds per database, for cache eligibility.
+    pub relations: RelationCatalog,
+    /// DDL was seen: the monitor reloads the catalogs at its next sample.
+    pub catalog_stale: AtomicBool,
+    /// Where the WAL invalidation stream stands.
+    pub wal: crate::cache::WalState,
+    /// Invalidations shared with other instances through Redis.
+    pub peers: crate::peers::PeerLink,
     /// SCRAM verifiers derived from plaintext passwords, by (user, password).
     scram_cache: Mutex<HashMap<(String, String), ScramSecret>>,
 }
@@ -85,6 +96,19 @@ pub fn insight_settings(settings: &Settings) -> InsightSettings {
     }
 }
 
+/// The cache's limits from `[cache]` (fixed for the life of the process:
+/// the memory budget sizes the store).
+pub fn cache_limits(c: &pgpilot_config::CacheConfig) -> pgpilot_cache::CacheLimits {
+    pgpilot_cache::CacheLimits {
+        max_memory: c.max_memory,
+        max_result_size: c.max_result_size,
+        ttl_min: c.ttl_min,
+        ttl_max: c.ttl_max,
+        ttl_per_ms: c.ttl_per_ms,
+        refresh_ahead: c.refresh_ahead,
+    }
+}
+
 /// An [`Insight`], falling back to one without a history store when the
 /// store cannot be opened (insight must never stop the proxy).
 fn new_insight(settings: InsightSettings) -> Insight {
@@ -106,6 +130,7 @@ fn new_insight(settings: InsightSettings) -> Insight {
 impl Runtime {
     pub fn new(settings: Settings) -> Arc<Runtime> {
         let insight = Arc::new(new_insight(insight_settings(&settings)));
+        let settings_cache = settings.cache.clone();
         Arc::new(Runtime {
             backends: Backends::from_settings(&settings),
             settings: ArcSwap::from_pointee(settings),
@@ -116,6 +141,13 @@ impl Runtime {
             statements: StatementRegistry::default(),
             cancels: CancelRegistry::default(),
             counters: ProxyCounters::default(),
+            cache: Arc::new(pgpilot_cache::ResultCache::new(cache_limits(
+                &settings_cache,
+            ))),
+            relations: RelationCatalog::default(),
+            catalog_stale: AtomicBool::new(false),
+            wal: Default::default(),
+            peers: crate::peers::PeerLink::new(),
             scram_cache: Mutex::new(HashMap::new()),
         })
     }

@@ -77,6 +77,9 @@ impl Session {
 
     fn on_server_message(&mut self, message_tag: u8, msg: &[u8]) -> Result<Flow> {
         let hidden = self.expect.head_hidden();
+        if !self.cache.captures.is_empty() {
+            self.capture_message(self.expect.head_index(), hidden, message_tag, msg);
+        }
         match message_tag {
             tag::DATA_ROW
             | tag::PARAMETER_STATUS

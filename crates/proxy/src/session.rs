@@ -137,6 +137,8 @@ pub struct Session {
     pub(crate) max_prepared: usize,
     pub(crate) pid: i32,
     pub(crate) cancel: Arc<CancelSlot>,
+    /// Result-cache state: held batch, fills in progress, writes to invalidate.
+    pub(crate) cache: crate::cache::SessionCache,
     /// Bytes moved since the last stats flush.
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
@@ -190,6 +192,7 @@ impl Session {
             max_prepared: settings.pool.max_prepared_statements,
             pid: login.pid,
             cancel: login.cancel,
+            cache: Default::default(),
             bytes_in: 0,
             bytes_out: 0,
             rt: rt.clone(),
@@ -392,6 +395,7 @@ impl Session {
     /// Returns or closes the server and unregisters the client.
     async fn finish(&mut self) {
         self.observe_end();
+        self.abandon_captures();
         self.rt.cancels.unregister(self.pid);
         self.pool.stats().clients.fetch_sub(1, Relaxed);
         PoolStats::add(

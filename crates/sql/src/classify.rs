@@ -4,10 +4,14 @@
 //! it takes no row locks, writes nothing (`SELECT INTO`, data-modifying
 //! CTEs) and calls only functions that are known to be read-only; the
 //! proxy's router settles the function question with `pg_proc` volatility at
-//! run time, so this module only lists the functions it saw.
+//! run time, so this module only lists the functions it saw. The same
+//! parse yields the result-cache facts ([`crate::cacheable`]).
 
 use pg_query::protobuf::{self, TransactionStmtKind};
 use pg_query::{NodeEnum, NodeRef};
+
+use crate::cacheable::{self, CacheFacts};
+use crate::walk::{self, function_name};
 
 /// Where a query may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,10 +49,12 @@ pub struct Classification {
     pub tables: Vec<String>,
     /// Why the query needs the primary, for metrics and debugging.
     pub reason: &'static str,
+    /// What a result cache needs to know about this text.
+    pub cache: CacheFacts,
 }
 
 /// Functions that change state wherever they appear.
-const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
+pub const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "nextval",
     "setval",
     "currval",
@@ -99,22 +105,41 @@ pub fn classify(parsed: &pg_query::ParseResult) -> Classification {
         }
     }
     c.tables = parsed.tables();
+    let statements: Vec<(&NodeEnum, walk::Tree)> = parsed
+        .protobuf
+        .stmts
+        .iter()
+        .filter_map(|raw| raw.stmt.as_ref().and_then(|s| s.node.as_ref()))
+        .map(|node| (node, walk::statement(node)))
+        .collect();
+    // The complete walk finds calls and locks `nodes()` skips (VALUES
+    // lists, LIMIT, FILTER, array constructors…).
+    for (_, tree) in &statements {
+        tree.functions.iter().for_each(|f| note_name(&mut c, f));
+        if tree.row_locks {
+            merge(&mut c, Target::Primary, "row locks (FOR UPDATE/SHARE)");
+        }
+    }
+    c.cache = cacheable::facts(&statements);
     c
 }
 
 /// Lists a called function; a side-effecting one needs the primary.
 fn note_function(c: &mut Classification, f: &protobuf::FuncCall) {
-    let Some(name) = function_name(f) else {
-        return;
-    };
-    if SIDE_EFFECT_FUNCTIONS.contains(&name.as_str())
+    if let Some(name) = function_name(f) {
+        note_name(c, &name);
+    }
+}
+
+fn note_name(c: &mut Classification, name: &str) {
+    if SIDE_EFFECT_FUNCTIONS.contains(&name)
         || name.starts_with("pg_advisory")
         || name.starts_with("pg_try_advisory")
     {
         merge(c, Target::Primary, "side-effecting function");
     }
-    if !c.functions.contains(&name) {
-        c.functions.push(name);
+    if !c.functions.iter().any(|f| f == name) {
+        c.functions.push(name.to_owned());
     }
 }
 
@@ -188,13 +213,17 @@ fn writing_cte(cte: &pg_query::Node) -> bool {
     }
 }
 
-fn explain_target(e: &protobuf::ExplainStmt, txn: &mut TxnControl) -> (Target, &'static str) {
-    let analyze = e
-        .options
+/// EXPLAIN ANALYZE runs its statement (an `analyze` option of any value
+/// counts: the value is a literal, outside the shape key).
+pub(crate) fn explain_analyzes(e: &protobuf::ExplainStmt) -> bool {
+    e.options
         .iter()
-        .any(|o| matches!(o.node.as_ref(), Some(NodeEnum::DefElem(d)) if d.defname == "analyze"));
+        .any(|o| matches!(o.node.as_ref(), Some(NodeEnum::DefElem(d)) if d.defname == "analyze"))
+}
+
+fn explain_target(e: &protobuf::ExplainStmt, txn: &mut TxnControl) -> (Target, &'static str) {
     match e.query.as_ref().and_then(|q| q.node.as_ref()) {
-        Some(inner) if analyze => statement_target(inner, txn),
+        Some(inner) if explain_analyzes(e) => statement_target(inner, txn),
         _ => (Target::Replica, ""),
     }
 }
@@ -256,13 +285,6 @@ fn is_serializable_option(o: &pg_query::Node) -> bool {
             Some(protobuf::a_const::Val::Sval(s)) if s.sval.eq_ignore_ascii_case("serializable")
         ),
         _ => false,
-    }
-}
-
-fn function_name(f: &protobuf::FuncCall) -> Option<String> {
-    match f.funcname.last().and_then(|n| n.node.as_ref()) {
-        Some(NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
-        _ => None,
     }
 }
 
@@ -343,6 +365,18 @@ mod tests {
         assert!(
             k.tables.contains(&"public.users".to_owned())
                 && k.tables.contains(&"orders".to_owned())
+        );
+    }
+
+    #[test]
+    fn side_effects_hidden_from_nodes_walk_still_need_the_primary() {
+        assert_eq!(
+            c("SELECT * FROM (VALUES (nextval('s'))) v").target,
+            Target::Primary
+        );
+        assert_eq!(
+            c("SELECT * FROM (VALUES ((SELECT 1 FROM t FOR UPDATE))) v").target,
+            Target::Primary
         );
     }
 }

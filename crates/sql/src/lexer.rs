@@ -1,43 +1,52 @@
 //! One lexical pass over a query string, so the hot path rarely parses.
 //!
-//! It tokenizes just enough of PostgreSQL's lexical grammar (comments,
-//! string and dollar quoting, quoted identifiers, numbers) to compute a
-//! normalized key (literals and comments removed: the parse-cache key), to
-//! decide conservatively whether any statement could change session state
-//! (only then is the exact text parsed for its effects), and to read
-//! `pgpilot:` hints out of comments.
+//! [`for_each_token`] knows just enough of PostgreSQL's lexical grammar (comments,
+//! string and dollar quoting, quoted identifiers, numbers, operators). On
+//! it, [`scan`] computes the shape key (literals and comments removed: the
+//! parse-cache key), decides conservatively whether any statement could
+//! change session state (only then is the exact text parsed for its
+//! effects) and notes `pgpilot:` hints in comments; [`exact_key`] computes
+//! the result-cache key (literals kept); [`cache_hint`] reads the options
+//! of a `pgpilot:cache` comment.
+
+mod hints;
+mod tokens;
+
+pub use hints::{cache_hint, CacheHint, RouteHint, MAX_TAGS, MAX_TAG_LEN};
+pub use tokens::{
+    dollar_quote_end, for_each_token, skip_block_comment, skip_quoted, skip_string, Token,
+    TokenKind,
+};
+use tokens::{tokenize, TokenSink};
 
 /// First words of statements that may change session state.
-const START_WORDS: &[&str] = &[
-    "set", "reset", "discard", "listen", "prepare", "declare", "load",
+const START_WORDS: &[&[u8]] = &[
+    b"set", b"reset", b"discard", b"listen", b"prepare", b"declare", b"load",
 ];
 
 /// Words that may change session state wherever they appear.
-const ANYWHERE_WORDS: &[&str] = &[
-    "temp",
-    "temporary",
-    "set_config",
-    "pg_advisory_lock",
-    "pg_advisory_lock_shared",
-    "pg_try_advisory_lock",
-    "pg_try_advisory_lock_shared",
+const ANYWHERE_WORDS: &[&[u8]] = &[
+    b"temp",
+    b"temporary",
+    b"set_config",
+    b"pg_advisory_lock",
+    b"pg_advisory_lock_shared",
+    b"pg_try_advisory_lock",
+    b"pg_try_advisory_lock_shared",
 ];
-
-/// A routing hint from a `/* pgpilot:primary */` or `/* pgpilot:replica */` comment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RouteHint {
-    #[default]
-    None,
-    Primary,
-    Replica,
-}
 
 /// What one lexical pass over a query string found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scan {
     /// Hash of the text with comments, white space and literal values
     /// (strings, numbers, `$n`) removed and words lower-cased: texts that
-    /// differ only in those share a key, and a classification.
+    /// differ only in those share a key, and a classification. Two kinds
+    /// of string keep more than "a literal was here", because facts
+    /// computed once per shape depend on them: a string naming the current
+    /// time (see [`mentions_current_time`]) hashes apart from other
+    /// strings, and `E'…'` strings with backslash escapes, `U&'…'` strings
+    /// and `UESCAPE` characters hash verbatim (their decoded value is not
+    /// their text).
     pub key: u128,
     /// False only when no statement can outlive its transaction's effects
     /// (no SET/RESET/DISCARD/LISTEN/PREPARE/DECLARE/LOAD statement, no temp
@@ -45,13 +54,21 @@ pub struct Scan {
     pub may_affect_session: bool,
     /// A `pgpilot:` routing hint found in a comment.
     pub hint: RouteHint,
+    /// A comment holds `pgpilot:cache` or `pgpilot:nocache`: call
+    /// [`cache_hint`] for its options.
+    pub cache_hint: bool,
 }
 
 /// Marker hashed in place of a literal value.
 const LITERAL: u8 = 0x01;
+/// Marker hashed in place of a string that names the current time.
+const LITERAL_TIME: u8 = 0x02;
+/// Marker hashed before a string kept verbatim in the shape key.
+const LITERAL_VERBATIM: u8 = 0x03;
 
 /// Two independent FNV-1a-style streams: a 128-bit key, so that distinct
-/// shapes do not collide in practice.
+/// texts do not collide in practice. Not collision-resistant against a
+/// client that crafts texts on purpose.
 struct KeyHasher(u64, u64);
 
 impl KeyHasher {
@@ -67,80 +84,93 @@ impl KeyHasher {
             .rotate_left(5);
     }
 
+    fn bytes(&mut self, s: &[u8]) {
+        s.iter().for_each(|&c| self.byte(c));
+    }
+
+    fn lower(&mut self, s: &[u8]) {
+        s.iter().for_each(|&c| self.byte(c.to_ascii_lowercase()));
+    }
+
+    /// A length prefix (LEB128), so that adjacent variable-length parts
+    /// cannot trade bytes.
+    fn len(&mut self, mut n: usize) {
+        while n >= 0x80 {
+            self.byte((n & 0x7f) as u8 | 0x80);
+            n >>= 7;
+        }
+        self.byte(n as u8);
+    }
+
     fn finish(&self) -> u128 {
         (u128::from(self.0) << 64) | u128::from(self.1)
     }
 }
 
-/// One pass over `sql`: normalized key, session-effect pre-check, hints.
+/// One pass over `sql`: shape key, session-effect pre-check, hints.
 pub fn scan(sql: &str) -> Scan {
     let b = sql.as_bytes();
-    let mut h = KeyHasher::new();
-    let mut out = Scan {
-        key: 0,
-        may_affect_session: false,
-        hint: RouteHint::None,
+    let mut shape = Shape {
+        b,
+        h: KeyHasher::new(),
+        out: Scan {
+            key: 0,
+            may_affect_session: false,
+            hint: RouteHint::None,
+            cache_hint: false,
+        },
+        at_start: true,
+        after_uescape: false,
     };
-    let mut i = 0;
-    let mut at_start = true;
-    while i < b.len() {
-        let start = i;
-        match b[i] {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => {
-                i += 1;
-                continue;
+    tokenize(b, &mut shape);
+    shape.out.key = shape.h.finish();
+    shape.out
+}
+
+/// [`scan`]'s state between tokens.
+struct Shape<'a> {
+    /// The text being scanned.
+    b: &'a [u8],
+    h: KeyHasher,
+    out: Scan,
+    /// The next token starts a statement.
+    at_start: bool,
+    /// The previous token was `UESCAPE`.
+    after_uescape: bool,
+}
+
+impl TokenSink for Shape<'_> {
+    #[inline(always)]
+    fn token(&mut self, t: Token) {
+        let (text, kind) = (&self.b[t.start..t.end], t.kind);
+        let h = &mut self.h;
+        match kind {
+            TokenKind::LineComment | TokenKind::BlockComment => {
+                hints::read_comment(text, &mut self.out.hint, &mut self.out.cache_hint);
+                return;
             }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = skip_line(b, i);
-                read_hint(&b[start..i], &mut out.hint);
-                continue;
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i = skip_block_comment(b, i);
-                read_hint(&b[start..i], &mut out.hint);
-                continue;
-            }
-            b'\'' => {
-                i = skip_string(b, i, is_escape_prefix(b, i));
-                h.byte(LITERAL);
-            }
-            b'"' => {
-                i = skip_quoted(b, i, b'"');
-                b[start..i].iter().for_each(|&c| h.byte(c));
-            }
-            b'$' => {
-                i = skip_dollar(b, i);
-                h.byte(LITERAL);
-            }
-            b'0'..=b'9' => {
-                i = number_end(b, i);
-                h.byte(LITERAL);
-            }
-            b';' => {
-                i += 1;
+            TokenKind::Semicolon => {
                 h.byte(b';');
-                at_start = true;
-                continue;
+                self.at_start = true;
+                return;
             }
-            c if is_ident_start(c) => {
-                i = word_end(b, i);
-                let word = &sql[start..i];
-                if (at_start && matches_any(word, START_WORDS)) || matches_any(word, ANYWHERE_WORDS)
+            TokenKind::Word => {
+                if (self.at_start && matches_any(text, START_WORDS))
+                    || matches_any(text, ANYWHERE_WORDS)
                 {
-                    out.may_affect_session = true;
+                    self.out.may_affect_session = true;
                 }
-                word.bytes().for_each(|c| h.byte(c.to_ascii_lowercase()));
+                h.lower(text);
             }
-            c => {
-                i += 1;
-                h.byte(c);
-            }
+            TokenKind::String => shape_string(h, text, self.after_uescape),
+            TokenKind::DollarString => h.byte(time_marker(dollar_body(text))),
+            TokenKind::Param | TokenKind::Number => h.byte(LITERAL),
+            TokenKind::QuotedIdent | TokenKind::Operator | TokenKind::Punct => h.bytes(text),
         }
+        self.after_uescape = kind == TokenKind::Word && text.eq_ignore_ascii_case(b"uescape");
         h.byte(b' ');
-        at_start = false;
+        self.at_start = false;
     }
-    out.key = h.finish();
-    out
 }
 
 /// See [`Scan::may_affect_session`].
@@ -148,205 +178,135 @@ pub fn may_affect_session(sql: &str) -> bool {
     scan(sql).may_affect_session
 }
 
-fn read_hint(comment: &[u8], hint: &mut RouteHint) {
-    let text = String::from_utf8_lossy(comment).to_ascii_lowercase();
-    if text.contains("pgpilot:primary") {
-        *hint = RouteHint::Primary;
-    } else if text.contains("pgpilot:replica") {
-        *hint = RouteHint::Replica;
+/// Hash of `sql` for a result cache: comments dropped, white space
+/// normalized, keywords and unquoted identifiers lower-cased; quoted
+/// identifiers and every literal (strings with their prefix, numbers,
+/// dollar-quoted bodies, `$n` markers) kept verbatim, token boundaries
+/// kept. Texts that differ only in comments, white space or keyword case
+/// share a key; any other difference changes it (barring a 128-bit hash
+/// collision). Parameter values are not part of the text: add them.
+pub fn exact_key(sql: &str) -> u128 {
+    let mut exact = Exact {
+        b: sql.as_bytes(),
+        h: KeyHasher::new(),
+        prev_string: false,
+        gap_newline: false,
+        gap_block_comment: false,
+    };
+    tokenize(sql.as_bytes(), &mut exact);
+    exact.h.finish()
+}
+
+/// [`exact_key`]'s state between tokens.
+struct Exact<'a> {
+    /// The text being hashed.
+    b: &'a [u8],
+    h: KeyHasher,
+    /// The previous token (comments aside) was a string constant.
+    prev_string: bool,
+    /// Since the previous token: a newline outside block comments…
+    gap_newline: bool,
+    /// … and a block comment.
+    gap_block_comment: bool,
+}
+
+impl TokenSink for Exact<'_> {
+    #[inline(always)]
+    fn token(&mut self, t: Token) {
+        let text = &self.b[t.start..t.end];
+        self.gap_newline |= t.newline_before;
+        match t.kind {
+            TokenKind::LineComment => {
+                self.gap_newline = true;
+                return;
+            }
+            TokenKind::BlockComment => {
+                self.gap_block_comment = true;
+                return;
+            }
+            _ => {}
+        }
+        let h = &mut self.h;
+        h.byte(t.kind as u8);
+        h.len(text.len());
+        match t.kind {
+            TokenKind::Word => h.lower(text),
+            TokenKind::String | TokenKind::QuotedIdent => {
+                // `'a'` newline `'b'` is the one string `'ab'` (SQL's
+                // continuation rule); `'a' 'b'` is an error.
+                let continues = self.prev_string && self.gap_newline && !self.gap_block_comment;
+                h.byte(u8::from(continues && text.first() == Some(&b'\'')));
+                let quote = text.iter().position(|&c| c == b'\'' || c == b'"');
+                let (prefix, rest) = text.split_at(quote.unwrap_or(0));
+                h.lower(prefix);
+                h.bytes(rest);
+            }
+            _ => h.bytes(text),
+        }
+        self.prev_string = t.kind == TokenKind::String;
+        self.gap_newline = false;
+        self.gap_block_comment = false;
     }
 }
 
-/// Digits, a decimal point, an exponent: a numeric literal.
-fn number_end(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
-        let exp_sign = matches!(b[i], b'e' | b'E') && matches!(b.get(i + 1), Some(b'+' | b'-'));
-        i += if exp_sign { 2 } else { 1 };
-    }
-    i
+/// True when `value` (a string constant's text or a parameter value) has
+/// one of PostgreSQL's special date/time inputs that mean "now" as a word:
+/// `now`, `today`, `tomorrow`, `yesterday` (any case; a word is a maximal
+/// run of ASCII letters, so `'today 10:00'` counts and `'snowman'` does
+/// not). Such a value read as a date or time changes from one run to the
+/// next, so a result computed from it must not be cached.
+pub fn mentions_current_time(value: &[u8]) -> bool {
+    const WORDS: [&[u8]; 4] = [b"now", b"today", b"tomorrow", b"yesterday"];
+    value
+        .split(|c| !c.is_ascii_alphabetic())
+        .any(|word| WORDS.iter().any(|w| w.eq_ignore_ascii_case(word)))
 }
 
-fn matches_any(word: &str, list: &[&str]) -> bool {
+/// Hashes a string constant for the shape key: its prefix, then a marker,
+/// or its text when the decoded value may differ from the text.
+fn shape_string(h: &mut KeyHasher, text: &[u8], after_uescape: bool) {
+    let quote = text.iter().position(|&c| c == b'\'').unwrap_or(0);
+    let (prefix, body) = text.split_at(quote);
+    h.lower(prefix);
+    let escapes = match prefix {
+        [b'e' | b'E'] => body.contains(&b'\\'),
+        [_, b'&'] => true,
+        _ => after_uescape,
+    };
+    if escapes {
+        h.byte(LITERAL_VERBATIM);
+        h.len(body.len());
+        h.bytes(body);
+    } else {
+        h.byte(time_marker(body));
+    }
+}
+
+/// The body of a `$tag$…$tag$` string, without its tags.
+fn dollar_body(text: &[u8]) -> &[u8] {
+    let tag = text
+        .iter()
+        .skip(1)
+        .position(|&c| c == b'$')
+        .map_or(text.len(), |p| p + 2);
+    let rest = text.get(tag..).unwrap_or_default();
+    match rest.len().checked_sub(tag) {
+        Some(n) if rest.get(n..) == text.get(..tag) => &rest[..n],
+        _ => rest,
+    }
+}
+
+fn time_marker(literal: &[u8]) -> u8 {
+    if mentions_current_time(literal) {
+        LITERAL_TIME
+    } else {
+        LITERAL
+    }
+}
+
+fn matches_any(word: &[u8], list: &[&[u8]]) -> bool {
     list.iter().any(|w| w.eq_ignore_ascii_case(word))
 }
 
-fn is_ident_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-}
-
-fn is_ident_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
-}
-
-fn word_end(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && is_ident_char(b[i]) {
-        i += 1;
-    }
-    i
-}
-
-/// `E'...'` strings take backslash escapes.
-fn is_escape_prefix(b: &[u8], quote: usize) -> bool {
-    quote >= 1 && matches!(b[quote - 1], b'e' | b'E') && (quote < 2 || !is_ident_char(b[quote - 2]))
-}
-
-fn skip_line(b: &[u8], i: usize) -> usize {
-    b[i..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(b.len(), |p| i + p + 1)
-}
-
-/// Index just past the (possibly nested) `/* … */` comment starting at `i`;
-/// the end of `b` when it is unterminated.
-pub fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
-    let mut depth = 0usize;
-    while i < b.len() {
-        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-            depth += 1;
-            i += 2;
-        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    b.len()
-}
-
-/// Index just past the `'…'` string starting at `i` (`''` escapes; with
-/// `backslash`, as in `E'…'`, a backslash escapes the next byte too).
-pub fn skip_string(b: &[u8], mut i: usize, backslash: bool) -> usize {
-    i += 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' if backslash => i += 2,
-            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
-            b'\'' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    b.len()
-}
-
-/// Index just past the token quoted with `q` starting at `i` (a doubled
-/// `q` escapes it); the end of `b` when it is unterminated.
-pub fn skip_quoted(b: &[u8], mut i: usize, q: u8) -> usize {
-    i += 1;
-    while i < b.len() {
-        if b[i] == q {
-            if b.get(i + 1) == Some(&q) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
-}
-/// `$1` parameters and `$tag$ ... $tag$` dollar-quoted strings.
-fn skip_dollar(b: &[u8], i: usize) -> usize {
-    let mut j = i + 1;
-    if b.get(j).is_some_and(|c| c.is_ascii_digit()) {
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
-        return j;
-    }
-    dollar_quote_end(b, i).unwrap_or(i + 1)
-}
-
-/// Index just past the `$tag$ … $tag$` string starting at `i` (the end of
-/// `b` when it is unterminated), or `None` when the `$` there opens no
-/// dollar quote (a `$1` parameter, a lone `$`).
-pub fn dollar_quote_end(b: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    if b.get(j).is_some_and(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    while j < b.len() && b[j] != b'$' && is_ident_char(b[j]) {
-        j += 1;
-    }
-    if b.get(j) != Some(&b'$') {
-        return None;
-    }
-    let tag = &b[i..=j];
-    let body = j + 1;
-    Some(
-        b[body..]
-            .windows(tag.len())
-            .position(|w| w == tag)
-            .map_or(b.len(), |p| body + p + tag.len()),
-    )
-}
-
 #[cfg(test)]
-mod tests {
-    use super::may_affect_session as m;
-    use super::{scan, RouteHint};
-
-    #[test]
-    fn key_ignores_literals_comments_case_and_spacing() {
-        let a = scan("SELECT abalance FROM pgbench_accounts WHERE aid = 17;");
-        let b = scan("select  abalance from pgbench_accounts /* c */ where aid = 99123;");
-        let c = scan("SELECT abalance FROM pgbench_accounts WHERE aid = 'x'");
-        assert_eq!(a.key, b.key);
-        assert_ne!(a.key, c.key, "the trailing ';' is a token");
-        assert_ne!(scan("select a from t").key, scan("select b from t").key);
-        assert_ne!(
-            scan("select \"A\" from t").key,
-            scan("select \"a\" from t").key
-        );
-        assert_eq!(scan("select 1.5e-3, $1").key, scan("select 7, $2").key);
-    }
-
-    #[test]
-    fn hints_come_from_comments() {
-        assert_eq!(
-            scan("/* pgpilot:primary */ select 1").hint,
-            RouteHint::Primary
-        );
-        assert_eq!(scan("select 1 -- pgpilot:replica").hint, RouteHint::Replica);
-        assert_eq!(scan("select 'pgpilot:primary'").hint, RouteHint::None);
-    }
-
-    #[test]
-    fn ordinary_statements_skip_the_parser() {
-        assert!(!m("SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
-        assert!(!m(
-            "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2;"
-        ));
-        assert!(!m("BEGIN; INSERT INTO t VALUES ('set x'); COMMIT"));
-        assert!(!m("select 'reset', \"set\" from t -- set\n"));
-        assert!(!m("select $$ set temp $$, $tag$ discard $tag$, $1"));
-        assert!(!m("select offset_col from t offset 5"));
-    }
-
-    #[test]
-    fn session_changing_statements_are_flagged() {
-        assert!(m("SET search_path TO a"));
-        assert!(m("  /* hi */ set TimeZone = 'UTC'"));
-        assert!(m("select 1; RESET ALL"));
-        assert!(m("DISCARD ALL"));
-        assert!(m("listen chan"));
-        assert!(m("create TEMP table t (a int)"));
-        assert!(m("select pg_advisory_lock(1)"));
-        assert!(m("SELECT set_config('a.b', 'c', false)"));
-        assert!(m("PREPARE p AS SELECT 1"));
-        assert!(m("DECLARE c CURSOR WITH HOLD FOR SELECT 1"));
-    }
-
-    #[test]
-    fn escapes_and_unterminated_input_do_not_panic() {
-        assert!(!m(r"select E'\'set' from t"));
-        assert!(!m("select 'abc"));
-        for s in ["'", "\"", "$", "$a", "$a$", "/*", "--", "E'\\", "/* /* */"] {
-            let _ = m(s);
-        }
-    }
-}
+mod tests;

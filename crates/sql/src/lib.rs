@@ -3,20 +3,26 @@
 //!
 //! [`Analyzer::analyze`] is the entry point. One lexical pass ([`lexer`])
 //! yields a normalized key (literals removed), a conservative "could change
-//! session state" flag and routing hints. The read/write [`classify`]ication
-//! is cached by normalized key, so `WHERE id = 1` and `WHERE id = 2` share
-//! one parse; session effects ([`session`]) depend on literal values and are
-//! parsed by exact text, only for the rare texts the lexer flags.
+//! session state" flag and routing and cache hints. The read/write
+//! [`classify`]ication, with the result-cache facts ([`cacheable`]), is
+//! cached by normalized key, so `WHERE id = 1` and `WHERE id = 2` share one
+//! parse; session effects ([`session`]) depend on literal values and are
+//! parsed by exact text, only for the rare texts the lexer flags. A result
+//! cache keys on [`exact_key`] (literals kept) and reads [`cache_hint`]
+//! when [`Analysis::cache_hint`] says a comment asks for one.
 
 pub mod cache;
+pub mod cacheable;
 pub mod classify;
 pub mod lexer;
 pub mod session;
+mod walk;
 
 use std::sync::Arc;
 
+pub use cacheable::{refusal, CacheFacts, TableRef};
 pub use classify::{Classification, Target, TxnControl};
-pub use lexer::RouteHint;
+pub use lexer::{cache_hint, exact_key, mentions_current_time, CacheHint, RouteHint};
 pub use session::{PinReason, SessionEffect};
 
 /// What one query string does: routing facts and session effects.
@@ -28,6 +34,9 @@ pub struct Analysis {
     pub effects: Arc<Vec<SessionEffect>>,
     /// A `pgpilot:primary` / `pgpilot:replica` comment.
     pub hint: RouteHint,
+    /// A `pgpilot:cache` / `pgpilot:nocache` comment: [`cache_hint`] reads
+    /// its options.
+    pub cache_hint: bool,
     /// The normalized key (same for texts differing only in literals).
     pub key: u128,
 }
@@ -79,6 +88,7 @@ impl Analyzer {
             class,
             effects,
             hint: scan.hint,
+            cache_hint: scan.cache_hint,
             key: scan.key,
         }
     }
@@ -98,13 +108,15 @@ impl Analyzer {
     }
 }
 
-/// Parses `sql` for routing; unparseable text goes to the primary.
+/// Parses `sql` for routing; unparseable text goes to the primary and is
+/// never cached.
 fn parse_classification(sql: &str) -> Classification {
     match std::panic::catch_unwind(|| pg_query::parse(sql, 0)) {
         Ok(Ok(parsed)) => classify::classify(&parsed),
         _ => Classification {
             target: Target::Primary,
             reason: "unparseable",
+            cache: CacheFacts::unparseable(),
             ..Classification::default()
         },
     }
@@ -137,6 +149,36 @@ mod tests {
     #[test]
     fn unparseable_goes_to_primary() {
         let a = Analyzer::new(10);
-        assert_eq!(a.analyze("SELEC broken").class.target, Target::Primary);
+        let x = a.analyze("SELEC broken");
+        assert_eq!(x.class.target, Target::Primary);
+        assert_eq!(x.class.cache, CacheFacts::unparseable());
+    }
+
+    #[test]
+    fn shapes_sharing_cache_facts_agree_on_literals_they_depend_on() {
+        let a = Analyzer::new(100);
+        let fixed = a.analyze("SELECT * FROM t WHERE d < '2024-01-01'::date");
+        let now = a.analyze("SELECT * FROM t WHERE d < 'now'::date");
+        assert_eq!(fixed.class.cache.refusal, None);
+        assert_eq!(now.class.cache.refusal, Some(refusal::CURRENT_TIME_LITERAL));
+        let today = a.analyze("SELECT * FROM t WHERE d < 'TODAY'::date");
+        assert!(Arc::ptr_eq(&now.class, &today.class));
+    }
+
+    #[test]
+    fn cache_hints_are_flagged_for_the_proxy() {
+        let a = Analyzer::new(10);
+        let x = a.analyze("/* pgpilot:cache ttl=5s tags=a */ SELECT * FROM t");
+        assert!(x.cache_hint);
+        assert!(!a.analyze("SELECT * FROM t").cache_hint);
+        let hint = cache_hint("/* pgpilot:cache ttl=5s tags=a */ SELECT * FROM t");
+        assert_eq!(
+            hint,
+            Some(CacheHint {
+                enabled: true,
+                ttl: Some(std::time::Duration::from_secs(5)),
+                tags: vec!["a".to_owned()],
+            })
+        );
     }
 }

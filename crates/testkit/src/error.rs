@@ -9,6 +9,10 @@ use std::time::Duration;
 /// throwaway PostgreSQL cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A helper server (Redis) could not be started.
+    #[error("{0}")]
+    Setup(String),
+
     /// The PostgreSQL server binaries (`postgres`, `initdb`, `pg_ctl`) are not
     /// in the directory the kit looked in.
     #[error(

@@ -28,6 +28,7 @@ mod instance;
 mod os;
 mod port;
 mod psql;
+pub mod redis;
 mod server;
 mod template;
 mod workdir;
@@ -37,6 +38,7 @@ pub use cluster::{Cluster, ClusterOptions};
 pub use error::{Error, Result};
 pub use instance::Instance;
 pub use port::free_port;
+pub use redis::RedisServer;
 
 /// The superuser; trusted without a password on 127.0.0.1.
 pub const SUPERUSER: &str = "postgres";

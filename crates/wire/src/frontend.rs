@@ -133,6 +133,24 @@ impl<'a> Named<'a> {
     }
 }
 
+/// An Execute: the portal to run and the row limit (0: all rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execute<'a> {
+    pub portal: &'a [u8],
+    pub max_rows: i32,
+}
+
+impl<'a> Execute<'a> {
+    /// Decodes an Execute body.
+    pub fn decode(body: &'a [u8]) -> Result<Execute<'a>> {
+        let mut r = Reader::new(body, "Execute");
+        let portal = r.cstr()?;
+        let max_rows = r.i32()?;
+        r.finish()?;
+        Ok(Execute { portal, max_rows })
+    }
+}
+
 /// The SQL text of a simple Query message.
 pub fn query_text(body: &[u8]) -> Result<&[u8]> {
     let mut r = Reader::new(body, "Query");

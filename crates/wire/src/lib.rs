@@ -8,6 +8,7 @@
 //! [`startup`] handles the untagged first packet, [`frontend`] and [`backend`]
 //! decode and encode the message families each side sends, [`tag`] names the
 //! one-byte message types and [`sqlstate`] the error codes pgpilot emits.
+//! [`replication`] decodes a logical replication (pgoutput) stream.
 //!
 //! Protocol reference: <https://www.postgresql.org/docs/current/protocol-message-formats.html>
 
@@ -16,6 +17,7 @@ mod cstr;
 mod error;
 pub mod frame;
 pub mod frontend;
+pub mod replication;
 pub mod sqlstate;
 pub mod startup;
 pub mod tag;

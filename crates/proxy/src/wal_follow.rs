@@ -1,0 +1,135 @@
+//! Keeps the result cache in step with the primary's WAL: one
+//! [`crate::walstream`] per database with a pool on the primary, restarted
+//! after any failure. Commits invalidate the tables they changed; the
+//! watermark tells sessions how far invalidation has caught up (see
+//! `cache::policy`, read-your-writes through the cache). While a stream is
+//! down its database's cache answers nothing; a (re)start flushes it,
+//! since changes may have been missed.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::{AcqRel, Release};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgpilot_cache::{Invalidation, Source};
+use pgpilot_pool::login::LoginParams;
+use tokio::task::JoinHandle;
+
+use crate::cache::WalDb;
+use crate::runtime::Runtime;
+use crate::walstream::{stream_once, WalEvent, WalStreamParams};
+
+/// How often the set of databases is checked.
+const SCAN_PERIOD: Duration = Duration::from_millis(200);
+/// Pause before reconnecting a failed stream.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Starts streams for databases as they get pools; runs for the proxy's life.
+pub async fn follow_wal_forever(rt: Arc<Runtime>) {
+    let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        if rt.settings.load().cache.wal.enabled {
+            for db in primary_databases(&rt) {
+                running
+                    .entry(db.clone())
+                    .or_insert_with(|| tokio::spawn(follow_database(rt.clone(), db)));
+            }
+        }
+        running.retain(|_, task| !task.is_finished());
+        tokio::time::sleep(SCAN_PERIOD).await;
+    }
+}
+
+fn primary_databases(rt: &Runtime) -> Vec<String> {
+    let Some(primary) = rt.backends.primary() else {
+        return Vec::new();
+    };
+    let mut dbs: Vec<String> = primary
+        .pools()
+        .iter()
+        .map(|p| p.key().database.clone())
+        .collect();
+    dbs.sort();
+    dbs.dedup();
+    dbs
+}
+
+/// Streams `database`'s WAL until WAL invalidation is turned off.
+async fn follow_database(rt: Arc<Runtime>, database: String) {
+    let state = rt.wal.track(&database);
+    while rt.settings.load().cache.wal.enabled {
+        let Some(params) = stream_params(&rt, &database) else {
+            tokio::time::sleep(RETRY).await;
+            continue;
+        };
+        let mut on_event = |event| apply(&rt, &database, &state, event);
+        let outcome = stream_once(&params, &mut on_event).await;
+        state.connected.store(false, Release);
+        if let Err(e) = outcome {
+            tracing::warn!(database = %database, error = %e, "WAL invalidation stream failed; the cache serves no hits for this database until it is back");
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+    state.connected.store(false, Release);
+}
+
+fn stream_params(rt: &Runtime, database: &str) -> Option<WalStreamParams> {
+    let settings = rt.settings.load();
+    let wal = &settings.cache.wal;
+    let first = settings.users.first()?;
+    let primary = rt.backends.primary()?;
+    Some(WalStreamParams {
+        login: LoginParams {
+            addr: primary.addr.to_string(),
+            user: wal
+                .user
+                .clone()
+                .unwrap_or_else(|| first.server_user.clone()),
+            password: wal
+                .password
+                .clone()
+                .or_else(|| first.server_password.clone()),
+            database: database.to_owned(),
+        },
+        publication: wal.publication.clone(),
+        create_publication: wal.create_publication,
+        slot_prefix: "pgpilot_cache".to_owned(),
+        status_interval: settings
+            .routing
+            .lsn_poll_interval
+            .max(Duration::from_millis(5)),
+        connect_timeout: Duration::from_secs(10),
+    })
+}
+
+/// Applies one stream event: invalidation first, then the watermark, so
+/// a session that sees the watermark also sees the invalidation.
+fn apply(rt: &Runtime, database: &str, state: &WalDb, event: WalEvent) {
+    match event {
+        WalEvent::Started { lsn } => {
+            rt.cache
+                .invalidate(Source::Wal, &Invalidation::Database(database.to_owned()));
+            state.watermark.fetch_max(lsn, AcqRel);
+            state.starts.fetch_add(1, AcqRel);
+            state.connected.store(true, Release);
+            tracing::info!(database, "WAL invalidation stream started");
+        }
+        WalEvent::Commit { end_lsn, tables } => {
+            if !tables.is_empty() {
+                let tables = tables.into_iter().map(|(_, name)| name).collect();
+                rt.cache.invalidate(
+                    Source::Wal,
+                    &Invalidation::Tables {
+                        database: database.to_owned(),
+                        tables,
+                    },
+                );
+            }
+            state.commits.fetch_add(1, AcqRel);
+            state.watermark.fetch_max(end_lsn, AcqRel);
+        }
+        WalEvent::Watermark(lsn) => {
+            state.watermark.fetch_max(lsn, AcqRel);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Two pgpilot instances in front of one PostgreSQL, sharing a real Redis:
+//! a write through either invalidates the other's cache, and while Redis
+//! is down neither serves a possibly stale hit.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use common::{one_value, Env, Setup};
+use pgpilot_proxy::{RunningProxy, Runtime};
+use pgpilot_testkit::RedisServer;
+
+fn setup(redis: &RedisServer) -> Setup {
+    Setup {
+        top: format!("[cache]\nenabled = true\nredis_url = \"{}\"\n", redis.url()),
+        pool: "max_size = 5".to_owned(),
+        ..Setup::default()
+    }
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ready(rt: &Runtime) -> bool {
+    rt.catalog_stale
+        .store(true, std::sync::atomic::Ordering::Release);
+    rt.peers.is_healthy() && rt.relations.is_cacheable("app", "counters")
+}
+
+fn hits(rt: &Runtime) -> u64 {
+    rt.cache.stats().hits.load(Relaxed)
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_stay_coherent() {
+    let mut redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("task")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let setup = setup(&redis);
+    let env = Env::start_setup(setup.clone()).await;
+    env.psql("CREATE TABLE counters (id int PRIMARY KEY, v bigint); INSERT INTO counters VALUES (1, 0); GRANT ALL ON counters TO app;");
+    let b = RunningProxy::start(env.settings_for(&setup))
+        .await
+        .expect("second proxy");
+    let b_conn = format!(
+        "host=127.0.0.1 port={} user=app password=app-secret dbname=app",
+        b.addr.port()
+    );
+    let ca = env.client().await;
+    let cb = common::connect(&b_conn).await;
+    let (a_rt, b_rt) = (env.proxy.rt.clone(), b.rt.clone());
+    wait_until("both instances subscribed with catalogs", || {
+        ready(&a_rt) && ready(&b_rt)
+    })
+    .await;
+
+    let read = "SELECT v FROM counters WHERE id = 1";
+    let mut slowest = Duration::ZERO;
+    for n in 1..=300i64 {
+        let (writer, reader) = if n % 2 == 1 { (&ca, &cb) } else { (&cb, &ca) };
+        // The reader caches the current value...
+        one_value(reader, read).await;
+        one_value(reader, read).await;
+        writer
+            .simple_query(&format!("UPDATE counters SET v = {n} WHERE id = 1"))
+            .await
+            .expect("write");
+        // ...and must see the write once the other instance's message arrives.
+        let written = Instant::now();
+        let mut last_seen = -1i64;
+        loop {
+            let v: i64 = one_value(reader, read)
+                .await
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1);
+            assert!(v >= last_seen, "went backwards: {last_seen} then {v}");
+            last_seen = v;
+            if v == n {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "write {n} never reached the other instance"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        slowest = slowest.max(written.elapsed());
+    }
+    eprintln!("slowest cross-instance invalidation: {slowest:?}");
+    assert!(
+        hits(&a_rt) > 100 && hits(&b_rt) > 100,
+        "both caches served hits"
+    );
+    assert!(a_rt.peers.received.load(Relaxed) >= 150 && b_rt.peers.received.load(Relaxed) >= 150);
+
+    // Redis goes away: no hits anywhere (a peer's write could not be heard).
+    redis.stop();
+    wait_until("both links down", || {
+        !a_rt.peers.is_healthy() && !b_rt.peers.is_healthy()
+    })
+    .await;
+    let (ha, hb) = (hits(&a_rt), hits(&b_rt));
+    for n in 1000..1020i64 {
+        ca.simple_query(&format!("UPDATE counters SET v = {n} WHERE id = 1"))
+            .await
+            .expect("write");
+        assert_eq!(
+            one_value(&cb, read).await,
+            Some(n.to_string()),
+            "fresh while Redis is down"
+        );
+        assert_eq!(one_value(&cb, read).await, Some(n.to_string()));
+    }
+    assert_eq!(
+        (hits(&a_rt), hits(&b_rt)),
+        (ha, hb),
+        "no hits while Redis is down"
+    );
+
+    // Back: both resubscribe (flushing what they had) and hit again.
+    redis.restart().unwrap_or_else(|e| panic!("{e}"));
+    wait_until("both links back", || {
+        a_rt.peers.is_healthy() && b_rt.peers.is_healthy()
+    })
+    .await;
+    one_value(&cb, read).await;
+    assert_eq!(one_value(&cb, read).await, Some("1019".to_owned()));
+    assert!(hits(&b_rt) > hb, "hits resume");
+}
