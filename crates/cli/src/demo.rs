@@ -96,6 +96,8 @@ replicas = [{replicas}]
 [[users]]
 name = "{APP_USER}"
 password = "{APP_PASSWORD}"
+[cache]
+enabled = true
 "#,
         listen = args.listen,
         admin = args.admin_listen,
@@ -209,9 +211,20 @@ fn print_summary(
             p.wait_time_us as f64 / 1000.0
         );
     }
+    let c = running.proxy.rt.cache.stats();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    println!(
+        "result cache: {} hits, {} misses ({:.0} % hit ratio), {} results stored, {} invalidations by writes through pgpilot",
+        get(&c.hits),
+        get(&c.misses),
+        c.hit_ratio() * 100.0,
+        get(&c.fills),
+        get(&c.invalidations_proxy)
+    );
     println!("\nConnect:   psql '{url}'");
     if let Some(admin) = running.admin {
         println!("Metrics:   http://{admin}/metrics");
         println!("Health:    http://{admin}/health/ready");
+        println!("Cache:     http://{admin}/api/cache");
     }
 }

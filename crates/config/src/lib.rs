@@ -78,10 +78,11 @@ mod tests {
         let settings = from_toml_str(include_str!("../../../pgpilot.example.toml"))
             .unwrap_or_else(|e| panic!("pgpilot.example.toml is invalid:\n{e}"));
         assert!(!settings.users.is_empty());
-        // The example's [routing] and [insight] tables show the defaults, as its
-        // header says.
+        // The example's [routing], [insight] and [cache] tables show the
+        // defaults, as its header says.
         assert_eq!(settings.routing, RoutingSettings::default());
         assert_eq!(settings.insight, InsightConfig::default());
+        assert_eq!(settings.cache, CacheConfig::default());
     }
 
     #[test]

@@ -317,6 +317,7 @@ impl Session {
         if failed || effects.is_empty() {
             return;
         }
+        self.cache.session_key = None;
         let Some(server) = self.server.as_mut() else {
             return;
         };

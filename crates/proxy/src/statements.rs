@@ -27,6 +27,9 @@ pub struct Statement {
     /// The analyzer's verdict on `query`, computed at the first Bind so
     /// later executions skip the lexer.
     pub analysis: std::sync::OnceLock<pgpilot_sql::Analysis>,
+    /// Its literal-preserving normalized hash (the result cache's key
+    /// part), computed on first use.
+    pub exact: std::sync::OnceLock<u128>,
 }
 
 /// (query, param types) → statement, shared by all sessions.
@@ -60,6 +63,7 @@ impl StatementRegistry {
             param_types: key.1.clone(),
             server_name: format!("PGPILOT_{id}").into_bytes().into_boxed_slice(),
             analysis: std::sync::OnceLock::new(),
+            exact: std::sync::OnceLock::new(),
         });
         inner.by_text.insert(key, stmt.clone());
         stmt

@@ -51,7 +51,17 @@ impl Session {
         let Some((sql, analysis)) = self.last_analysis.clone() else {
             return QueryPath::Run(None);
         };
-        let Some(plan) = self.cache_plan(&sql, &analysis) else {
+        let computed = std::cell::Cell::new(None);
+        let exact = || {
+            let key = self.simple_exact(&sql);
+            computed.set(Some(key));
+            key
+        };
+        let plan = self.cache_plan(&sql, &analysis, exact);
+        if let Some(key) = computed.get() {
+            self.cache.last_exact = Some((sql.clone(), key));
+        }
+        let Some(plan) = plan else {
             return QueryPath::Run(None);
         };
         let key = self.cache_key(&plan, Protocol::Simple, &[]);
@@ -132,16 +142,15 @@ impl Session {
             return false;
         };
         let (text, analysis) = self.analyze_text(query, sql);
-        if self.cache_plan(&text, &analysis).is_none() {
+        let Some(plan) = self.cache_plan(&text, &analysis, || pgpilot_sql::exact_key(sql)) else {
             return false;
-        }
+        };
         self.cache.held = Some(Held {
             parse: Some(frame.clone()),
             bind: None,
             describe: None,
             portal: Bytes::new(),
-            sql: text,
-            analysis,
+            plan,
         });
         true
     }
@@ -166,18 +175,26 @@ impl Session {
             .analysis
             .get_or_init(|| self.rt.analyzer.analyze(sql))
             .clone();
-        if self.cache_plan(&stmt.query, &analysis).is_none() {
+        let exact = || *stmt.exact.get_or_init(|| pgpilot_sql::exact_key(sql));
+        let Some(plan) = self.cache_plan(&stmt.query, &analysis, exact) else {
             return false;
-        }
+        };
         self.cache.held = Some(Held {
             parse: None,
             bind: Some(frame.clone()),
             describe: None,
             portal: Bytes::copy_from_slice(bind.portal),
-            sql: stmt.query.clone(),
-            analysis,
+            plan,
         });
         true
+    }
+
+    /// The simple query `sql`'s exact key, memoized for a repeated text.
+    fn simple_exact(&self, sql: &Bytes) -> u128 {
+        match &self.cache.last_exact {
+            Some((text, key)) if text.as_ptr() == sql.as_ptr() && text.len() == sql.len() => *key,
+            _ => pgpilot_sql::exact_key(std::str::from_utf8(sql).unwrap_or_default()),
+        }
     }
 
     fn cache_on(&self) -> bool {
@@ -227,11 +244,11 @@ impl Session {
         let Some(held) = self.cache.held.take() else {
             return Ok(());
         };
-        let plan = self.cache_plan(&held.sql, &held.analysis);
-        let (Some(plan), Some(bind)) = (plan, held.bind.as_ref()) else {
+        let Some(bind) = held.bind.as_ref().filter(|_| self.cache_usable()) else {
             self.cache.held = Some(held);
             return self.replay_held(Some(execute), None).await;
         };
+        let plan = held.plan.clone();
         let decoded = Bind::decode(bind.body()).map_err(SessionError::ClientProtocol)?;
         if names_current_time(&decoded) {
             self.cache.held = Some(held);

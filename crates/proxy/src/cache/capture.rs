@@ -116,7 +116,14 @@ impl Session {
             user: self.user.name.as_str().into(),
             sql: c.plan.sql,
             shape: c.plan.shape,
-            tables: c.plan.tables,
+            tables: c
+                .plan
+                .class
+                .cache
+                .reads
+                .iter()
+                .map(|t| t.name.clone())
+                .collect(),
             tags: c.plan.tags,
             ttl: c.plan.ttl,
         };

@@ -96,9 +96,8 @@ pub(crate) struct Held {
     pub describe: Option<Frame>,
     /// The portal the Bind named.
     pub portal: Bytes,
-    /// The statement text.
-    pub sql: Bytes,
-    pub analysis: pgpilot_sql::Analysis,
+    /// How the statement would be cached.
+    pub plan: Plan,
 }
 
 /// What the current transaction may have written beyond named tables.
@@ -125,6 +124,12 @@ pub(crate) struct SessionCache {
     /// Tables the current transaction may have written.
     pub writes: Vec<String>,
     pub flush: Flush,
+    /// The memo of the session's key part (user, database, settings);
+    /// cleared when settings change.
+    pub session_key: Option<u128>,
+    /// The last simple-query text's literal-preserving hash (the text is
+    /// the `Bytes` the analysis memo hands back for a repeated query).
+    pub last_exact: Option<(Bytes, u128)>,
     /// The next checkout is for a fill: it goes to the primary, because a
     /// replica may not yet have what the cache's invalidations assume.
     pub fill_on_primary: bool,

@@ -26,7 +26,8 @@ pub(crate) struct Plan {
     pub shape: u128,
     /// The text's literal-preserving normalized hash.
     pub exact: u128,
-    pub tables: Vec<String>,
+    /// Its classification (the tables it reads, for the fill).
+    pub class: std::sync::Arc<pgpilot_sql::Classification>,
     pub tags: Vec<String>,
     pub ttl: Option<Duration>,
 }
@@ -49,9 +50,15 @@ impl Session {
             && self.txn.effects.is_empty()
     }
 
-    /// The cache plan for `sql` (already analyzed), or `None` when it must
-    /// not be cached.
-    pub(crate) fn cache_plan(&self, sql: &Bytes, analysis: &Analysis) -> Option<Plan> {
+    /// The cache plan for `sql` (already analyzed; `exact` gives its
+    /// literal-preserving hash, memoized by the caller), or `None` when it
+    /// must not be cached.
+    pub(crate) fn cache_plan(
+        &self,
+        sql: &Bytes,
+        analysis: &Analysis,
+        exact: impl FnOnce() -> u128,
+    ) -> Option<Plan> {
         let settings = self.rt.settings.load();
         let config = &settings.cache;
         if !config.active() || !self.cache_usable() {
@@ -73,8 +80,8 @@ impl Session {
         Some(Plan {
             sql: sql.clone(),
             shape: analysis.key,
-            exact: pgpilot_sql::exact_key(text),
-            tables: class.cache.reads.iter().map(|t| t.name.clone()).collect(),
+            exact: exact(),
+            class: class.clone(),
             tags: opt_in.tags,
             ttl: opt_in.ttl,
         })
@@ -99,19 +106,32 @@ impl Session {
     /// The key of `plan` run by this session with `protocol` and, for the
     /// extended protocol, the Bind's parameter section (formats, values,
     /// result formats).
-    pub(crate) fn cache_key(&self, plan: &Plan, protocol: Protocol, params: &[u8]) -> CacheKey {
+    pub(crate) fn cache_key(&mut self, plan: &Plan, protocol: Protocol, params: &[u8]) -> CacheKey {
+        let session = self.session_key();
         let mut k = KeyBuilder::new();
         k.u128(plan.exact)
             .protocol(protocol)
             .part(params)
-            .part(self.user.name.as_bytes())
+            .u128(session);
+        k.finish()
+    }
+
+    /// User, database and every session setting (search_path, TimeZone,
+    /// DateStyle, client_encoding, …) as its SET statement, in name order;
+    /// memoized until the settings change.
+    fn session_key(&mut self) -> u128 {
+        if let Some(k) = self.cache.session_key {
+            return k;
+        }
+        let mut k = KeyBuilder::new();
+        k.part(self.user.name.as_bytes())
             .part(self.database.as_bytes());
-        // Every session setting (search_path, TimeZone, DateStyle,
-        // client_encoding, …) as its SET statement, in name order.
         for (name, statement) in &self.settings {
             k.part(name.as_bytes()).part(statement.as_bytes());
         }
-        k.finish()
+        let key = k.finish().0;
+        self.cache.session_key = Some(key);
+        key
     }
 
     /// Whether invalidation has caught up with this session's own last
