@@ -101,7 +101,7 @@ def main():
                 f"- **run**: point reads of {args.hot} hot pgbench_accounts rows, -T {args.seconds}, "
                 f"{args.rounds} round(s), interleaved; pgbench on the same 2 cores",
                 f"- **noise**: {noise}", ""]
-        text = "\n".join(head) + table(cells, modes, clients, names) + "\n\n" + verdict(cells, modes, clients) + "\n"
+        text = "\n".join(head) + "\n" + table(cells, modes, clients, names) + "\n\n" + verdict(cells, modes, clients) + "\n"
         print(text)
         out = args.out or os.path.join(c.REPO, "bench", "results",
                                        f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{c.git_commit()}-cache.md")
