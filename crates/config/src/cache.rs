@@ -73,6 +73,9 @@ pub struct CacheConfig {
     /// `redis://host:port[/db]`: fan invalidations out to the other pgpilot
     /// instances using the same Redis. Default none.
     pub redis_url: Option<String>,
+    /// Also keep results in Redis, shared by every instance, behind each
+    /// one's own cache. Default false.
+    pub redis_results: bool,
 }
 
 impl Default for CacheConfig {
@@ -96,6 +99,7 @@ impl Default for CacheConfig {
                 password: None,
             },
             redis_url: None,
+            redis_results: false,
         }
     }
 }

@@ -115,6 +115,7 @@ pub(crate) struct RawCache {
     pub rules: Option<Vec<RawCacheRule>>,
     pub wal: Option<RawWal>,
     pub redis_url: Option<String>,
+    pub redis_results: Option<bool>,
 }
 
 /// One `[[cache.rules]]` entry.

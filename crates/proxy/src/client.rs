@@ -204,7 +204,7 @@ impl Session {
         self.server_out.extend_from_slice(&frame.raw);
         self.await_response(Expect::Query { hidden: false });
         if let Some(fill) = fill {
-            self.start_fill(fill, Shape::Simple, (index, index));
+            self.start_fill(*fill, Shape::Simple, (index, index));
         }
         self.observe_sent(false);
         Ok(())

@@ -9,8 +9,12 @@
 //! `cache::policy`); a (re)subscription flushes its cache, since messages
 //! may have been missed; and invalidations it could not publish while
 //! disconnected become one flush of everything, published when it is back.
+//!
+//! With `cache.redis_results`, the same link carries the shared result
+//! level (`cache::shared`): each published invalidation also increments
+//! the Redis version counters of what it names.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +50,14 @@ pub struct PeerLink {
     /// Invalidations published and received.
     pub published: AtomicU64,
     pub received: AtomicU64,
+    /// Invalidations queued and not yet in Redis (the shared result level
+    /// is not read meanwhile).
+    pending: AtomicU64,
+    /// A connection for the shared result level, while subscribed.
+    conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// Shared-level lookups answered / not answered.
+    pub shared_hits: AtomicU64,
+    pub shared_misses: AtomicU64,
 }
 
 impl PeerLink {
@@ -56,7 +68,26 @@ impl PeerLink {
             healthy: AtomicBool::new(false),
             published: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            conn: Mutex::new(None),
+            shared_hits: AtomicU64::new(0),
+            shared_misses: AtomicU64::new(0),
         }
+    }
+
+    /// A connection for the shared result level, when it may be read now:
+    /// subscribed, and none of this instance's invalidations still on
+    /// their way to Redis.
+    pub fn shared_conn(&self) -> Option<redis::aio::MultiplexedConnection> {
+        if !self.is_healthy() || self.pending.load(Acquire) > 0 {
+            return None;
+        }
+        self.conn.lock().clone()
+    }
+
+    /// A connection for storing a fill (the stamp protects it).
+    pub fn store_conn(&self) -> Option<redis::aio::MultiplexedConnection> {
+        self.conn.lock().clone()
     }
 
     /// Subscribed: other instances' invalidations are arriving.
@@ -67,6 +98,7 @@ impl PeerLink {
     /// Queues `what` for the other instances (nothing without Redis).
     pub fn publish(&self, what: &Invalidation) {
         if let Some(tx) = self.outbox.lock().as_ref() {
+            self.pending.fetch_add(1, AcqRel);
             let _ = tx.send(what.clone());
         }
     }
@@ -92,6 +124,7 @@ pub async fn peers_forever(rt: Arc<Runtime>) {
             tracing::warn!(error = %e, "Redis link down; the cache answers nothing until it is back");
         }
         rt.peers.healthy.store(false, Release);
+        *rt.peers.conn.lock() = None;
         tokio::time::sleep(RETRY).await;
     }
 }
@@ -115,10 +148,12 @@ async fn connected(
     // Whatever was queued while down may never have reached the others.
     while rx.try_recv().is_ok() {
         *missed = true;
+        rt.peers.pending.fetch_sub(1, AcqRel);
     }
     if std::mem::take(missed) {
         send(rt, &mut publisher, &Invalidation::All).await?;
     }
+    *rt.peers.conn.lock() = Some(publisher.clone());
     // Others' messages may have been missed while not subscribed.
     rt.cache.invalidate(Source::Peer, &Invalidation::All);
     rt.peers.healthy.store(true, Release);
@@ -134,7 +169,9 @@ async fn connected(
             }
             out = rx.recv() => {
                 let Some(what) = out else { return Ok(()) };
-                if let Err(e) = send(rt, &mut publisher, &what).await {
+                let sent = send(rt, &mut publisher, &what).await;
+                rt.peers.pending.fetch_sub(1, AcqRel);
+                if let Err(e) = sent {
                     *missed = true;
                     return Err(e);
                 }
@@ -153,11 +190,14 @@ async fn send(
         what: what.clone(),
     };
     let payload = serde_json::to_vec(&msg).unwrap_or_default();
-    redis::cmd("PUBLISH")
-        .arg(CHANNEL)
-        .arg(payload)
-        .query_async::<()>(publisher)
-        .await?;
+    // Version counters first (the shared result level checks them), then
+    // the message, in one round trip.
+    let mut pipe = redis::pipe();
+    for key in crate::cache::shared::invalidation_keys(what) {
+        pipe.cmd("INCR").arg(key).ignore();
+    }
+    pipe.cmd("PUBLISH").arg(CHANNEL).arg(payload).ignore();
+    pipe.query_async::<()>(publisher).await?;
     rt.peers.published.fetch_add(1, Relaxed);
     Ok(())
 }

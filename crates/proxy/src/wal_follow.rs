@@ -102,13 +102,23 @@ fn stream_params(rt: &Runtime, database: &str) -> Option<WalStreamParams> {
     })
 }
 
+/// With results shared through Redis, the shared level's counters must
+/// move for writes only the WAL shows, too (every instance streams the
+/// WAL, so the others need not hear it; the counters do).
+fn share(rt: &Runtime, what: &Invalidation) {
+    if rt.settings.load().cache.redis_results {
+        rt.peers.publish(what);
+    }
+}
+
 /// Applies one stream event: invalidation first, then the watermark, so
 /// a session that sees the watermark also sees the invalidation.
 fn apply(rt: &Runtime, database: &str, state: &WalDb, event: WalEvent) {
     match event {
         WalEvent::Started { lsn } => {
-            rt.cache
-                .invalidate(Source::Wal, &Invalidation::Database(database.to_owned()));
+            let what = Invalidation::Database(database.to_owned());
+            rt.cache.invalidate(Source::Wal, &what);
+            share(rt, &what);
             state.watermark.fetch_max(lsn, AcqRel);
             state.starts.fetch_add(1, AcqRel);
             state.connected.store(true, Release);
@@ -117,13 +127,12 @@ fn apply(rt: &Runtime, database: &str, state: &WalDb, event: WalEvent) {
         WalEvent::Commit { end_lsn, tables } => {
             if !tables.is_empty() {
                 let tables = tables.into_iter().map(|(_, name)| name).collect();
-                rt.cache.invalidate(
-                    Source::Wal,
-                    &Invalidation::Tables {
-                        database: database.to_owned(),
-                        tables,
-                    },
-                );
+                let what = Invalidation::Tables {
+                    database: database.to_owned(),
+                    tables,
+                };
+                rt.cache.invalidate(Source::Wal, &what);
+                share(rt, &what);
             }
             state.commits.fetch_add(1, AcqRel);
             state.watermark.fetch_max(end_lsn, AcqRel);

@@ -37,15 +37,21 @@ fn hits(rt: &Runtime) -> u64 {
     rt.cache.stats().hits.load(Relaxed)
 }
 
-#[tokio::test]
-async fn two_instances_sharing_redis_stay_coherent() {
-    let mut redis = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .expect("task")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let setup = setup(&redis);
+/// Two instances sharing `redis` (plus `extra` `[cache]` lines) in front of
+/// one cluster holding `counters` with `rows` rows, both subscribed and
+/// with catalogs loaded.
+struct Pair {
+    env: Env,
+    b: RunningProxy,
+    ca: tokio_postgres::Client,
+    cb: tokio_postgres::Client,
+}
+
+async fn start_pair(redis: &RedisServer, extra: &str, rows: i32) -> Pair {
+    let mut setup = setup(redis);
+    setup.top.push_str(extra);
     let env = Env::start_setup(setup.clone()).await;
-    env.psql("CREATE TABLE counters (id int PRIMARY KEY, v bigint); INSERT INTO counters VALUES (1, 0); GRANT ALL ON counters TO app;");
+    env.psql(&format!("CREATE TABLE counters (id int PRIMARY KEY, v bigint); INSERT INTO counters SELECT g, 0 FROM generate_series(1, {rows}) g; GRANT ALL ON counters TO app;"));
     let b = RunningProxy::start(env.settings_for(&setup))
         .await
         .expect("second proxy");
@@ -60,6 +66,17 @@ async fn two_instances_sharing_redis_stay_coherent() {
         ready(&a_rt) && ready(&b_rt)
     })
     .await;
+    Pair { env, b, ca, cb }
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_stay_coherent() {
+    let mut redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("task")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Pair { env, b, ca, cb } = start_pair(&redis, "", 1).await;
+    let (a_rt, b_rt) = (env.proxy.rt.clone(), b.rt.clone());
 
     let read = "SELECT v FROM counters WHERE id = 1";
     let mut slowest = Duration::ZERO;
@@ -133,4 +150,68 @@ async fn two_instances_sharing_redis_stay_coherent() {
     one_value(&cb, read).await;
     assert_eq!(one_value(&cb, read).await, Some("1019".to_owned()));
     assert!(hits(&b_rt) > hb, "hits resume");
+}
+
+/// With `redis_results`, a result one instance filled answers the other's
+/// first read without PostgreSQL, and a write through either instance
+/// makes the shared copy invalid for both.
+#[tokio::test]
+async fn results_shared_through_redis_are_never_stale() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("task")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Pair { env, b, ca, cb } = start_pair(&redis, "redis_results = true\n", 50).await;
+    let b_rt = b.rt.clone();
+
+    // A fills 50 entries; B's first reads of them come from Redis.
+    for id in 1..=50 {
+        one_value(&ca, &format!("SELECT v FROM counters WHERE id = {id}")).await;
+    }
+    let xacts =
+        |rt: &Runtime| -> u64 { rt.backends.snapshots().iter().map(|p| p.xact_count).sum() };
+    let b_xacts = xacts(&b_rt);
+    tokio::time::sleep(Duration::from_millis(100)).await; // the stores are asynchronous
+    for id in 1..=50 {
+        assert_eq!(
+            one_value(&cb, &format!("SELECT v FROM counters WHERE id = {id}"))
+                .await
+                .as_deref(),
+            Some("0")
+        );
+    }
+    let shared = b_rt.peers.shared_hits.load(Relaxed);
+    assert!(shared >= 45, "B answered from the shared level: {shared}");
+    assert_eq!(xacts(&b_rt), b_xacts, "B ran no transaction of its own");
+
+    // Writes through A, reads through B: never the old shared copy.
+    for n in 1..=200i64 {
+        let id = 1 + n % 50;
+        let read = format!("SELECT v FROM counters WHERE id = {id}");
+        ca.simple_query(&format!("UPDATE counters SET v = {n} WHERE id = {id}"))
+            .await
+            .expect("write");
+        let written = Instant::now();
+        loop {
+            let v: i64 = one_value(&cb, &read)
+                .await
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1);
+            if v == n {
+                break;
+            }
+            assert!(v < n, "impossible value {v}");
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "write {n} never reached B"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // And A, the writer, sees its own write at once.
+        let mine: i64 = one_value(&ca, &read)
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1);
+        assert_eq!(mine, n, "A read its own write stale");
+    }
 }

@@ -38,6 +38,7 @@ pub(super) fn cache(p: &mut Problems, raw: RawCache) -> CacheConfig {
         redis_url: p
             .parse("cache.redis_url", raw.redis_url, redis_url)
             .unwrap_or(None),
+        redis_results: raw.redis_results.unwrap_or(d.redis_results),
     };
     check_combinations(p, &config);
     config

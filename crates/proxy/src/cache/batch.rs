@@ -21,6 +21,7 @@ use pgpilot_wire::tag::{backend as btag, frontend as tag};
 use pgpilot_wire::Frame;
 
 use super::capture::Shape;
+use super::shared::{self, Shared};
 use super::{Held, Plan};
 use crate::backends::Role;
 use crate::error::{Result, SessionError};
@@ -31,8 +32,9 @@ use crate::session::Session;
 enum Decision {
     /// Answer with these bytes.
     Hit(Bytes),
-    /// Run it and fill the entry.
-    Fill(FillTicket),
+    /// Run it and fill the entry (with the shared level's stamp, when the
+    /// result is to be stored there too).
+    Fill(FillTicket, Option<Vec<u64>>),
     /// Run it without filling.
     Run,
 }
@@ -42,7 +44,7 @@ pub(crate) enum QueryPath {
     /// Answered from the cache.
     Served,
     /// Run it (with a fill when one is given).
-    Run(Option<(FillTicket, Plan)>),
+    Run(Option<Box<(FillTicket, Plan)>>),
 }
 
 impl Session {
@@ -64,8 +66,9 @@ impl Session {
         let Some(plan) = plan else {
             return QueryPath::Run(None);
         };
+        let mut plan = plan;
         let key = self.cache_key(&plan, Protocol::Simple, &[]);
-        match self.decide(key, plan.shape).await {
+        match self.decide(key, &plan).await {
             Decision::Hit(response) => {
                 let mut out = BytesMut::with_capacity(response.len() + 6);
                 out.extend_from_slice(&response);
@@ -73,11 +76,12 @@ impl Session {
                 self.emit(out.freeze());
                 QueryPath::Served
             }
-            Decision::Fill(ticket) => {
+            Decision::Fill(ticket, stamp) => {
                 if self.server.is_none() {
                     self.cache.fill_on_primary = true;
                 }
-                QueryPath::Run(Some((ticket, plan)))
+                plan.stamp = stamp;
+                QueryPath::Run(Some(Box::new((ticket, plan))))
             }
             Decision::Run => QueryPath::Run(None),
         }
@@ -98,7 +102,8 @@ impl Session {
 
     /// Hit, fill or run: looks up `key`, and on a miss leads or follows
     /// the one query that fills it.
-    async fn decide(&mut self, key: CacheKey, shape: u128) -> Decision {
+    async fn decide(&mut self, key: CacheKey, plan: &Plan) -> Decision {
+        let shape = plan.shape;
         if !self.cache_fresh_enough() {
             return Decision::Run;
         }
@@ -110,7 +115,7 @@ impl Session {
             Lookup::Miss => None,
         };
         let waiter = match cache.begin(key, u64::from(self.pid as u32), now) {
-            Begin::Lead(ticket) => return Decision::Fill(ticket),
+            Begin::Lead(ticket) => return self.lead(ticket, key, plan).await,
             Begin::Own => None,
             Begin::Follow(w) => Some(w),
         };
@@ -130,6 +135,32 @@ impl Session {
         };
         cache.coalesce_outcome(found.is_some());
         found.map_or(Decision::Run, Decision::Hit)
+    }
+
+    /// This session fills `key`: first asks the shared level in Redis,
+    /// when results are shared and it may be read now.
+    async fn lead(&mut self, ticket: FillTicket, key: CacheKey, plan: &Plan) -> Decision {
+        let conn = match self.rt.settings.load().cache.redis_results {
+            true => self.rt.peers.shared_conn(),
+            false => None,
+        };
+        let Some(conn) = conn else {
+            return Decision::Fill(ticket, None);
+        };
+        let deps = shared::dependency_keys(plan, &self.database);
+        match shared::lookup(conn, key, &deps).await {
+            Shared::Hit(response) => {
+                self.rt.peers.shared_hits.fetch_add(1, Relaxed);
+                let fill = self.fill_for(plan, response.clone());
+                let _ = self.rt.cache.complete(ticket, fill, Instant::now());
+                Decision::Hit(response)
+            }
+            Shared::Miss(stamp) => {
+                self.rt.peers.shared_misses.fetch_add(1, Relaxed);
+                Decision::Fill(ticket, Some(stamp))
+            }
+            Shared::Unavailable => Decision::Fill(ticket, None),
+        }
     }
 
     /// Holds an eligible unnamed Parse; false when it must go on now.
@@ -248,7 +279,7 @@ impl Session {
             self.cache.held = Some(held);
             return self.replay_held(Some(execute), None).await;
         };
-        let plan = held.plan.clone();
+        let mut plan = held.plan.clone();
         let decoded = Bind::decode(bind.body()).map_err(SessionError::ClientProtocol)?;
         if names_current_time(&decoded) {
             self.cache.held = Some(held);
@@ -257,7 +288,7 @@ impl Session {
         let params = decoded.rest;
         let described = held.describe.is_some();
         let key = self.cache_key(&plan, Protocol::Extended { described }, params);
-        let decision = self.decide(key, plan.shape).await;
+        let decision = self.decide(key, &plan).await;
         match decision {
             Decision::Hit(response) => {
                 if let Some(parse) = &held.parse {
@@ -267,7 +298,8 @@ impl Session {
                 self.emit(response);
                 Ok(())
             }
-            Decision::Fill(ticket) => {
+            Decision::Fill(ticket, stamp) => {
+                plan.stamp = stamp;
                 self.cache.held = Some(held);
                 self.replay_held(Some(execute), Some((ticket, plan))).await
             }

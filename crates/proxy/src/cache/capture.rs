@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use pgpilot_cache::{Fill, FillTicket};
 use pgpilot_wire::tag::backend as tag;
 
+use super::shared;
 use super::Plan;
 use crate::session::Session;
 
@@ -110,24 +111,35 @@ impl Session {
     }
 
     fn finish_capture(&mut self, c: Capture) {
-        let fill = Fill {
-            response: c.buf.freeze(),
+        let response = c.buf.freeze();
+        if let (Some(stamp), Some(conn)) = (&c.plan.stamp, self.rt.peers.store_conn()) {
+            let (key, stamp) = (c.ticket.key(), stamp.clone());
+            let ttl = c.plan.ttl.unwrap_or(self.rt.cache.limits().ttl_min);
+            let bytes = response.clone();
+            tokio::spawn(async move { shared::store(conn, key, &stamp, &bytes, ttl).await });
+        }
+        let fill = self.fill_for(&c.plan, response);
+        let _ = self.rt.cache.complete(c.ticket, fill, Instant::now());
+    }
+
+    /// What the local cache stores for `plan`'s result `response`.
+    pub(crate) fn fill_for(&self, plan: &Plan, response: bytes::Bytes) -> Fill {
+        Fill {
+            response,
             database: self.database.as_str().into(),
             user: self.user.name.as_str().into(),
-            sql: c.plan.sql,
-            shape: c.plan.shape,
-            tables: c
-                .plan
+            sql: plan.sql.clone(),
+            shape: plan.shape,
+            tables: plan
                 .class
                 .cache
                 .reads
                 .iter()
                 .map(|t| t.name.clone())
                 .collect(),
-            tags: c.plan.tags,
-            ttl: c.plan.ttl,
-        };
-        let _ = self.rt.cache.complete(c.ticket, fill, Instant::now());
+            tags: plan.tags.clone(),
+            ttl: plan.ttl,
+        }
     }
 
     /// The server is gone or the session ends: no capture can complete.

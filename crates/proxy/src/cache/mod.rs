@@ -15,6 +15,7 @@ mod batch;
 mod capture;
 mod invalidate;
 mod policy;
+pub mod shared;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -30,6 +30,9 @@ pub(crate) struct Plan {
     pub class: std::sync::Arc<pgpilot_sql::Classification>,
     pub tags: Vec<String>,
     pub ttl: Option<Duration>,
+    /// The shared level's version counters read before the fill's query
+    /// was sent (see `cache::shared`); `None` when not storing there.
+    pub stamp: Option<Vec<u64>>,
 }
 
 /// What the configuration says about a statement.
@@ -84,6 +87,7 @@ impl Session {
             class: class.clone(),
             tags: opt_in.tags,
             ttl: opt_in.ttl,
+            stamp: None,
         })
     }
 
