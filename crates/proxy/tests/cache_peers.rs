@@ -161,7 +161,12 @@ async fn results_shared_through_redis_are_never_stale() {
         .await
         .expect("task")
         .unwrap_or_else(|e| panic!("{e}"));
-    let Pair { env, b, ca, cb } = start_pair(&redis, "redis_results = true\n", 50).await;
+    let Pair {
+        env: _env,
+        b,
+        ca,
+        cb,
+    } = start_pair(&redis, "redis_results = true\n", 50).await;
     let b_rt = b.rt.clone();
 
     // A fills 50 entries; B's first reads of them come from Redis.
