@@ -264,6 +264,11 @@ impl Session {
                     return Ok(true);
                 }
             }
+            // Leaving: what is held need not reach a server.
+            tag::TERMINATE => {
+                self.cache.held = None;
+                return Ok(false);
+            }
             _ => {}
         }
         self.replay_held(None, None).await?;
