@@ -589,3 +589,30 @@ async fn direct_writes_invalidate_through_the_wal_stream() {
         "a trigger-written row was read stale after the session's own write"
     );
 }
+
+/// A read pipelined behind `BEGIN READ ONLY` (not yet answered when the
+/// read arrives) must not be answered from the cache with an idle
+/// ReadyForQuery: it runs inside the transaction.
+#[tokio::test]
+async fn a_read_pipelined_behind_begin_is_not_answered_from_the_cache() {
+    let env = start("").await;
+    let c = env.client().await;
+    let sql = "SELECT v FROM items WHERE id = 21";
+    c.simple_query(sql).await.expect("fill");
+    c.simple_query(sql).await.expect("hit");
+    let before = hits(&env);
+    // tokio-postgres pipelines requests polled together: both Query
+    // messages are sent before either is answered.
+    let tx = env.client().await;
+    let begin = tx.simple_query("BEGIN READ ONLY");
+    let read = tx.simple_query(sql);
+    let (b, r) = tokio::join!(begin, read);
+    b.expect("begin");
+    r.expect("read");
+    assert_eq!(
+        hits(&env),
+        before,
+        "no hit for a read pipelined behind BEGIN"
+    );
+    tx.batch_execute("COMMIT").await.expect("commit");
+}

@@ -42,9 +42,13 @@ struct OptIn {
 }
 
 impl Session {
-    /// Whether the cache may answer or fill anything for this session now.
+    /// Whether the cache may answer or fill anything for this session now:
+    /// nothing of the client's is in flight (a pipelined `BEGIN` not yet
+    /// answered would leave `client_status` idle while the statement runs
+    /// inside a transaction), outside any transaction block.
     pub(crate) fn cache_usable(&self) -> bool {
         self.client_status == TransactionStatus::Idle
+            && self.expect.is_empty()
             && !self.wrote
             && self.pinned.is_none()
             && !self.skip_until_sync
