@@ -4,12 +4,17 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use pgpilot_wire::replication::{LogicalMessage, ReplicationMessage, StandbyStatusUpdate};
 use pgpilot_wire::{backend, frontend, startup, Frame};
 
 fuzz_target!(|data: &[u8]| {
     let _ = frontend::Parse::decode(data);
     let _ = frontend::Bind::decode(data);
     let _ = frontend::Named::decode(data);
+    let _ = frontend::Execute::decode(data);
+    let _ = ReplicationMessage::decode(data).map(|m| format!("{m:?}"));
+    let _ = LogicalMessage::decode(data).map(|m| format!("{m:?}"));
+    let _ = StandbyStatusUpdate::decode(data);
     let _ = frontend::SaslInitialResponse::decode(data);
     let _ = frontend::query_text(data);
     let _ = frontend::password(data);
