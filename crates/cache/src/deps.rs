@@ -104,6 +104,9 @@ pub struct Invalidations {
     everything: Handle,
     databases: HandleMap<Box<str>>,
     tables: HandleMap<(Box<str>, Box<str>)>,
+    /// Per table name, in every database (an admin request naming no
+    /// database): a dependency of every result reading that name.
+    everywhere: HandleMap<Box<str>>,
     tags: HandleMap<Box<str>>,
 }
 
@@ -129,7 +132,9 @@ impl Invalidations {
             self.databases.get(&database.into()),
         ];
         for t in tables {
-            handles.push(self.tables.get(&(database.into(), table_name(t).into())));
+            let name = table_name(t);
+            handles.push(self.tables.get(&(database.into(), name.into())));
+            handles.push(self.everywhere.get(&name.into()));
         }
         for t in tags {
             handles.push(self.tags.get(&t.into()));
@@ -172,18 +177,14 @@ impl Invalidations {
     /// that names no database).
     pub fn table_everywhere(&self, table: &str) {
         let epoch = self.tick();
-        let name = table_name(table);
-        for ((_, t), h) in self.tables.map.read().iter() {
-            if t.as_ref() == name {
-                h.fetch_max(epoch, AcqRel);
-            }
-        }
+        self.everywhere.bump(&table_name(table).into(), epoch);
     }
 
     /// Forgets handles no cached result refers to any more.
     pub fn prune(&self) {
         self.databases.prune();
         self.tables.prune();
+        self.everywhere.prune();
         self.tags.prune();
     }
 
@@ -243,6 +244,19 @@ mod tests {
         let c = inv.deps("other", ["u"], []);
         inv.table_everywhere("t");
         assert!(!a.valid_at(start) && !b.valid_at(start) && c.valid_at(start));
+    }
+
+    #[test]
+    fn a_table_everywhere_also_covers_fills_not_yet_stored() {
+        let inv = Invalidations::default();
+        let start = inv.epoch();
+        // No handle exists for `t` yet when the admin invalidates it.
+        inv.table_everywhere("t");
+        let late = inv.deps("app", ["t"], []);
+        assert!(
+            !late.valid_at(start),
+            "a fill that began before must not be stored"
+        );
     }
 
     #[test]

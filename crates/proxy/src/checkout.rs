@@ -68,7 +68,7 @@ impl Session {
 
     /// A read is about to be routed: writes made elsewhere in its scope
     /// (same trace or token) count as the client's own.
-    fn merge_shared_writes(&mut self) {
+    pub(crate) fn merge_shared_writes(&mut self) {
         let Some(key) = self.ryw_key.as_deref() else {
             return;
         };
@@ -109,11 +109,19 @@ impl Session {
     }
 
     async fn checkout_routed(&mut self) -> Result<(), SessionError> {
-        let settings = self.rt.settings.load_full();
-        let mut intent = std::mem::replace(&mut self.next_intent, Intent::Write);
-        if std::mem::take(&mut self.cache.fill_on_primary) {
-            intent = Intent::Write;
+        let intent = std::mem::replace(&mut self.next_intent, Intent::Write);
+        if std::mem::take(&mut self.cache.fill_on_primary) && intent == Intent::Read {
+            // A cache fill prefers the primary; if it cannot serve, the read
+            // runs as usual (and is not captured: see `start_fill`).
+            if self.checkout_for(Intent::Write).await.is_ok() {
+                return Ok(());
+            }
         }
+        self.checkout_for(intent).await
+    }
+
+    async fn checkout_for(&mut self, intent: Intent) -> Result<(), SessionError> {
+        let settings = self.rt.settings.load_full();
         if intent == Intent::Read {
             self.merge_shared_writes();
         }
@@ -229,6 +237,7 @@ impl Session {
         self.pending = Default::default();
         self.copy_in = false;
         self.wrote = false;
+        self.cache.batch_open = false;
         let mut out = bytes::BytesMut::new();
         let message = match self.server_farewell.take() {
             Some(said) => format!(

@@ -35,8 +35,13 @@ impl Session {
         if self.cache.held.is_some() && self.offer_to_held(&frame).await? {
             return Ok(true);
         }
+        if self.skip_until_sync && frame.tag != tag::SYNC {
+            // Sending the held messages on failed (no server).
+            return Ok(true);
+        }
         // Messages that do not say otherwise need the primary.
         self.next_intent = crate::route::Intent::Write;
+        let message_tag = frame.tag;
         match frame.tag {
             tag::QUERY => self.on_query(frame).await?,
             tag::PARSE => self.on_parse(frame).await?,
@@ -58,7 +63,21 @@ impl Session {
                 ))
             }
         }
+        self.note_batch_open(message_tag);
         Ok(true)
+    }
+
+    /// An extended-protocol message reached a server: until the next
+    /// ReadyForQuery the cache must not answer (a SET or BEGIN in the
+    /// batch may already have run; see `cache_usable`).
+    fn note_batch_open(&mut self, message_tag: u8) {
+        let extended = matches!(
+            message_tag,
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::FLUSH
+        );
+        if extended && self.cache.held.is_none() && self.server.is_some() {
+            self.cache.batch_open = true;
+        }
     }
 
     pub(crate) async fn forward_execute(&mut self, frame: &Frame) -> Result<()> {
@@ -224,6 +243,7 @@ impl Session {
         // Effects count when the statement runs: at each Bind of it.
         let effects = self.session_effects(parse.query);
         if parse.name.is_empty() {
+            self.cache.unnamed_analysis = self.last_analysis.as_ref().map(|(_, a)| a.clone());
             self.observer.unnamed = self.observer.last.take();
         }
         if parse.name.is_empty() || self.max_prepared == 0 {
@@ -363,8 +383,15 @@ impl Session {
     /// Sends the client's Bind on (see `on_bind`).
     pub(crate) async fn forward_bind(&mut self, frame: Frame) -> Result<()> {
         let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
-        if bind.statement.is_empty() && !self.pay_owed_parse().await {
-            return Ok(());
+        if bind.statement.is_empty() {
+            // Every execution of the unnamed statement counts (writes,
+            // read-your-writes, routing), also one without a new Parse.
+            if let Some(analysis) = self.cache.unnamed_analysis.clone() {
+                self.next_intent = self.intent_of(&analysis);
+            }
+            if !self.pay_owed_parse().await {
+                return Ok(());
+            }
         }
         if bind.statement.is_empty() || self.max_prepared == 0 {
             self.observer.portal = self.observer.unnamed.clone().map(|s| s.bound(&frame));

@@ -190,6 +190,9 @@ impl Session {
         }
         // An error ends COPY FROM STDIN; Syncs count again.
         self.copy_in = false;
+        // Entries up to the Sync are skipped: no fill in progress completes
+        // (its followers stop waiting now rather than at their timeout).
+        self.abandon_captures();
         if !hidden {
             let code = backend::ErrorFields::decode(&msg[5..])
                 .map(|f| f.code)
@@ -269,6 +272,7 @@ impl Session {
             self.emit_due();
             return Ok(Flow::Continue);
         }
+        self.cache.batch_open = false;
         self.client_out.extend_from_slice(msg);
         self.client_status = status;
         self.emit_due();

@@ -616,3 +616,62 @@ async fn a_read_pipelined_behind_begin_is_not_answered_from_the_cache() {
     );
     tx.batch_execute("COMMIT").await.expect("commit");
 }
+
+/// A `SET` sent in an extended batch that is still open (Flush, no Sync
+/// yet) has already run: a read later in that batch must not be answered
+/// from the cache under the old settings' key.
+#[tokio::test]
+async fn a_read_after_a_set_in_an_open_batch_runs_on_the_server() {
+    use bytes::BufMut;
+    use common::hand_client::{bind, execute, parse, HandClient};
+    let env = start("").await;
+    env.psql(
+        "CREATE SCHEMA t2; CREATE TABLE t2.items (id int PRIMARY KEY, name text);
+         INSERT INTO t2.items VALUES (1, 'other 1'); GRANT USAGE ON SCHEMA t2 TO app;
+         GRANT SELECT ON t2.items TO app;",
+    );
+    env.proxy
+        .rt
+        .catalog_stale
+        .store(true, std::sync::atomic::Ordering::Release);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_cacheable(&env, "items").await;
+    let read = "SELECT name FROM items WHERE id = 1";
+    let mut c = HandClient::connect(env.proxy.addr, "app", "app-secret", "app").await;
+    let extended_read = |b: &mut bytes::BytesMut| {
+        parse(b, "", read);
+        bind(b, "");
+        execute(b);
+        pgpilot_wire::frontend::sync(b);
+    };
+    // Filled and hit in the same protocol as the read below.
+    c.round_trip(extended_read).await;
+    let before = hits(&env);
+    c.round_trip(extended_read).await;
+    assert_eq!(hits(&env), before + 1, "baseline: the extended read hits");
+    let flush = |b: &mut bytes::BytesMut| {
+        b.put_u8(b'H');
+        b.put_i32(4);
+    };
+    c.send(|b| {
+        parse(b, "", "SET search_path TO t2, public");
+        bind(b, "");
+        execute(b);
+        flush(b);
+    })
+    .await;
+    for _ in 0..3 {
+        c.recv().await; // ParseComplete, BindComplete, CommandComplete
+    }
+    let answer = c.round_trip(extended_read).await;
+    let rows: Vec<String> = answer
+        .iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    assert_eq!(rows.len(), 1, "{answer:?}");
+    assert!(
+        rows[0].contains("other 1"),
+        "read ran under the new search_path: {rows:?}"
+    );
+}

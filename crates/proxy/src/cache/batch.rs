@@ -67,7 +67,7 @@ impl Session {
             return QueryPath::Run(None);
         };
         let mut plan = plan;
-        let key = self.cache_key(&plan, Protocol::Simple, &[]);
+        let key = self.cache_key(&plan, Protocol::Simple, &[], &[]);
         match self.decide(key, &plan).await {
             Decision::Hit(response) => {
                 let mut out = BytesMut::with_capacity(response.len() + 6);
@@ -176,12 +176,17 @@ impl Session {
         let Some(plan) = self.cache_plan(&text, &analysis, || pgpilot_sql::exact_key(sql)) else {
             return false;
         };
+        let param_types = match pgpilot_wire::frontend::Parse::decode(frame.body()) {
+            Ok(p) => Bytes::copy_from_slice(p.param_types),
+            Err(_) => return false,
+        };
         self.cache.held = Some(Held {
             parse: Some(frame.clone()),
             bind: None,
             describe: None,
             portal: Bytes::new(),
             plan,
+            param_types,
         });
         true
     }
@@ -216,6 +221,7 @@ impl Session {
             describe: None,
             portal: Bytes::copy_from_slice(bind.portal),
             plan,
+            param_types: Bytes::copy_from_slice(&stmt.param_types),
         });
         true
     }
@@ -292,7 +298,12 @@ impl Session {
         }
         let params = decoded.rest;
         let described = held.describe.is_some();
-        let key = self.cache_key(&plan, Protocol::Extended { described }, params);
+        let key = self.cache_key(
+            &plan,
+            Protocol::Extended { described },
+            &held.param_types,
+            params,
+        );
         let decision = self.decide(key, &plan).await;
         match decision {
             Decision::Hit(response) => {
@@ -328,17 +339,20 @@ impl Session {
         if fill.is_some() && self.server.is_none() {
             self.cache.fill_on_primary = true;
         }
+        self.cache.batch_open = true;
         if let Some(parse) = held.parse {
             self.forward_parse(parse).await?;
         }
         let first = self.expect.next_index();
-        if let Some(bind) = held.bind {
+        // A failed checkout skips the rest of the batch, as PostgreSQL
+        // would after an error: one ErrorResponse, not one per message.
+        if let Some(bind) = held.bind.filter(|_| !self.skip_until_sync) {
             self.forward_bind(bind).await?;
         }
-        if let Some(describe) = held.describe {
+        if let Some(describe) = held.describe.filter(|_| !self.skip_until_sync) {
             self.forward_describe(describe).await?;
         }
-        if let Some(x) = execute {
+        if let Some(x) = execute.filter(|_| !self.skip_until_sync) {
             self.forward_execute(x).await?;
         }
         let next = self.expect.next_index();

@@ -99,6 +99,9 @@ pub(crate) struct Held {
     pub portal: Bytes,
     /// How the statement would be cached.
     pub plan: Plan,
+    /// The statement's declared parameter types (part of the key: they
+    /// change the result's types and encodings).
+    pub param_types: Bytes,
 }
 
 /// What the current transaction may have written beyond named tables.
@@ -131,6 +134,12 @@ pub(crate) struct SessionCache {
     /// The last simple-query text's literal-preserving hash (the text is
     /// the `Bytes` the analysis memo hands back for a repeated query).
     pub last_exact: Option<(Bytes, u128)>,
+    /// The analysis of the client's unnamed statement (its last unnamed
+    /// Parse), for Binds of it in later batches.
+    pub unnamed_analysis: Option<pgpilot_sql::Analysis>,
+    /// An extended-protocol message went to a server since the last
+    /// ReadyForQuery: a batch (possibly a transaction, a SET) is open.
+    pub batch_open: bool,
     /// The next checkout is for a fill: it goes to the primary, because a
     /// replica may not yet have what the cache's invalidations assume.
     pub fill_on_primary: bool,

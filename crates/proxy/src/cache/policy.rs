@@ -49,6 +49,7 @@ impl Session {
     pub(crate) fn cache_usable(&self) -> bool {
         self.client_status == TransactionStatus::Idle
             && self.expect.is_empty()
+            && !self.cache.batch_open
             && !self.wrote
             && self.pinned.is_none()
             && !self.skip_until_sync
@@ -114,11 +115,18 @@ impl Session {
     /// The key of `plan` run by this session with `protocol` and, for the
     /// extended protocol, the Bind's parameter section (formats, values,
     /// result formats).
-    pub(crate) fn cache_key(&mut self, plan: &Plan, protocol: Protocol, params: &[u8]) -> CacheKey {
+    pub(crate) fn cache_key(
+        &mut self,
+        plan: &Plan,
+        protocol: Protocol,
+        param_types: &[u8],
+        params: &[u8],
+    ) -> CacheKey {
         let session = self.session_key();
         let mut k = KeyBuilder::new();
         k.u128(plan.exact)
             .protocol(protocol)
+            .part(param_types)
             .part(params)
             .u128(session);
         k.finish()
@@ -158,10 +166,21 @@ impl Session {
             // Other instances' writes reach this one only through Redis.
             return false;
         }
-        if !settings.cache.wal.enabled || self.ryw.last_write.is_none() {
+        if !settings.cache.wal.enabled {
             return true;
         }
-        let needed = crate::route::needed_lsn(&self.rt.backends, &settings.routing, &mut self.ryw);
+        // Writes by other connections of the same trace or token count.
+        self.merge_shared_writes();
+        let Some(written) = self.ryw.last_write else {
+            return true;
+        };
+        // Independent of `routing.read_your_writes`: the cache keeps its
+        // promise whatever routing does.
+        let needed = self.ryw.needed_lsn.or_else(|| {
+            let lsn = self.rt.backends.primary()?.position_after(written)?;
+            self.ryw.needed_lsn = Some(lsn);
+            Some(lsn)
+        });
         let watermark = wal.map_or(0, |w| w.watermark());
         let fresh = needed.is_some_and(|lsn| watermark >= lsn);
         if !fresh {
