@@ -245,21 +245,25 @@ log_disconnections = 0
     return port, proc
 
 
-def start_pgpilot(children, binary, workdir, pg_port, label):
+def start_pgpilot(children, binary, workdir, pg_port, label, settings=None, workers=None):
+    """pgpilot in transaction mode with the same pool as PgBouncer; `settings`
+    adds TOML lines by section (`{"cache": ["enabled = true"]}`), `workers`
+    sets PGPILOT_WORKERS."""
     d = os.path.join(workdir, f"pgpilot-{label}")
     os.makedirs(d, exist_ok=True)
     port = free_port()
+    sections = {"pool": ['mode = "transaction"', f"max_size = {POOL_SIZE}",
+                         f"max_prepared_statements = {MAX_PREPARED}"]}
+    for section, lines in (settings or {}).items():
+        sections.setdefault(section, []).extend(lines)
+    body = "\n".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
     config = os.path.join(d, "pgpilot.toml")
     with open(config, "w") as f:
         f.write(f"""listen = "127.0.0.1:{port}"
 admin_listen = "off"
 max_client_connections = 20000
 
-[pool]
-mode = "transaction"
-max_size = {POOL_SIZE}
-max_prepared_statements = {MAX_PREPARED}
-
+{body}
 [upstream]
 primary = "127.0.0.1:{pg_port}"
 
@@ -271,11 +275,13 @@ server_password = "{APP_PASSWORD}"
 """)
     env = dict(os.environ)
     env.setdefault("PGPILOT_LOG", "warn")
+    if workers:
+        env["PGPILOT_WORKERS"] = workers
     proc = children.start(
-        "pgpilot", [binary, "proxy", "--config", config], env=env,
+        label, [binary, "proxy", "--config", config], env=env,
         stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "stderr.log"), "w"),
     )
-    wait_port(port, proc, "pgpilot")
+    wait_port(port, proc, label)
     return port, proc
 
 

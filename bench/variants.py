@@ -47,38 +47,7 @@ def parse_variant(text):
 
 
 def start_variant(children, binary, workdir, pg_port, name, settings, workers):
-    d = os.path.join(workdir, f"variant-{name}")
-    os.makedirs(d, exist_ok=True)
-    port = c.free_port()
-    sections = {"pool": [f"mode = \"transaction\"", f"max_size = {c.POOL_SIZE}",
-                         f"max_prepared_statements = {c.MAX_PREPARED}"]}
-    for section, lines in settings.items():
-        sections.setdefault(section, []).extend(lines)
-    body = "\n".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
-    config = os.path.join(d, "pgpilot.toml")
-    with open(config, "w") as f:
-        f.write(f"""listen = "127.0.0.1:{port}"
-admin_listen = "off"
-max_client_connections = 20000
-
-{body}
-[upstream]
-primary = "127.0.0.1:{pg_port}"
-
-[[users]]
-name = "{c.APP_USER}"
-auth = "trust"
-server_user = "{c.APP_USER}"
-server_password = "{c.APP_PASSWORD}"
-""")
-    env = dict(os.environ)
-    env.setdefault("PGPILOT_LOG", "warn")
-    if workers:
-        env["PGPILOT_WORKERS"] = workers
-    proc = children.start(name, [binary, "proxy", "--config", config], env=env,
-                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "stderr.log"), "w"))
-    c.wait_port(port, proc, name)
-    return port, proc
+    return c.start_pgpilot(children, binary, workdir, pg_port, name, settings, workers)
 
 
 def table(cells, modes, clients, names):

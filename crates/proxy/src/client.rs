@@ -231,19 +231,20 @@ impl Session {
 
     async fn on_parse(&mut self, frame: Frame) -> Result<()> {
         let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
-        if parse.name.is_empty() && self.hold_parse(&frame, parse.query) {
+        if parse.name.is_empty() && self.hold_parse(&frame, &parse) {
             return Ok(());
         }
-        self.forward_parse(frame).await
+        self.forward_parse(&frame, &parse).await
     }
 
-    /// Sends the client's Parse on (see `on_parse`).
-    pub(crate) async fn forward_parse(&mut self, frame: Frame) -> Result<()> {
-        let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+    /// Sends the client's Parse (`frame`, decoded as `parse`) on.
+    pub(crate) async fn forward_parse(&mut self, frame: &Frame, parse: &Parse<'_>) -> Result<()> {
         // Effects count when the statement runs: at each Bind of it.
         let effects = self.session_effects(parse.query);
         if parse.name.is_empty() {
             self.cache.unnamed_analysis = self.last_analysis.as_ref().map(|(_, a)| a.clone());
+            // Its Bind in this batch needs no second look (see `forward_bind`).
+            self.cache.unnamed_parsed = true;
             self.observer.unnamed = self.observer.last.take();
         }
         if parse.name.is_empty() || self.max_prepared == 0 {
@@ -377,31 +378,33 @@ impl Session {
         if self.hold_bind(&frame, &bind) {
             return Ok(());
         }
-        self.forward_bind(frame).await
+        self.forward_bind(&frame, &bind).await
     }
 
-    /// Sends the client's Bind on (see `on_bind`).
-    pub(crate) async fn forward_bind(&mut self, frame: Frame) -> Result<()> {
-        let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+    /// Sends the client's Bind (`frame`, decoded as `bind`) on.
+    pub(crate) async fn forward_bind(&mut self, frame: &Frame, bind: &Bind<'_>) -> Result<()> {
         if bind.statement.is_empty() {
             // Every execution of the unnamed statement counts (writes,
-            // read-your-writes, routing), also one without a new Parse.
-            if let Some(analysis) = self.cache.unnamed_analysis.clone() {
-                self.next_intent = self.intent_of(&analysis);
+            // read-your-writes, routing): one without a Parse of its own
+            // in this batch is looked at here.
+            if !std::mem::take(&mut self.cache.unnamed_parsed) {
+                if let Some(analysis) = self.cache.unnamed_analysis.clone() {
+                    self.next_intent = self.intent_of(&analysis);
+                }
             }
             if !self.pay_owed_parse().await {
                 return Ok(());
             }
         }
         if bind.statement.is_empty() || self.max_prepared == 0 {
-            self.observer.portal = self.observer.unnamed.clone().map(|s| s.bound(&frame));
+            self.observer.portal = self.observer.unnamed.clone().map(|s| s.bound(frame));
             self.pending.bound(bind.statement);
             return self.forward(&frame.raw, Some(Expect::Bind)).await;
         }
         let Some(stmt) = self.statement_on_server(bind.statement).await else {
             return Ok(());
         };
-        self.observer.portal = self.observer.last.take().map(|s| s.bound(&frame));
+        self.observer.portal = self.observer.last.take().map(|s| s.bound(frame));
         self.pending.bound(bind.statement);
         frontend::bind(
             &mut self.server_out,
@@ -457,6 +460,8 @@ impl Session {
 
     async fn on_sync(&mut self, frame: Frame) -> Result<()> {
         self.skip_until_sync = false;
+        // The next batch's Bind of the unnamed statement is looked at anew.
+        self.cache.unnamed_parsed = false;
         if self.server.is_some() {
             self.server_out.extend_from_slice(&frame.raw);
             if !self.copy_in {

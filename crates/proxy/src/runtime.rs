@@ -62,6 +62,9 @@ pub struct Runtime {
     pub counters: ProxyCounters,
     /// The query-result cache (used only when `[cache]` opts statements in).
     pub cache: Arc<pgpilot_cache::ResultCache>,
+    /// The cache has been active at some point since start (until then no
+    /// entry exists and writes need not invalidate anything).
+    pub cache_ever_active: AtomicBool,
     /// Relation kinds per database, for cache eligibility.
     pub relations: RelationCatalog,
     /// DDL was seen: the monitor reloads the catalogs at its next sample.
@@ -144,6 +147,7 @@ impl Runtime {
             cache: Arc::new(pgpilot_cache::ResultCache::new(cache_limits(
                 &settings_cache,
             ))),
+            cache_ever_active: AtomicBool::new(settings_cache.active()),
             relations: RelationCatalog::default(),
             catalog_stale: AtomicBool::new(false),
             wal: Default::default(),
@@ -155,6 +159,10 @@ impl Runtime {
     /// Installs new settings and pushes pool limits to every pool.
     pub fn reload(&self, settings: Settings) {
         self.backends.apply(&settings);
+        if settings.cache.active() {
+            self.cache_ever_active
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         self.settings.store(Arc::new(settings));
     }
 

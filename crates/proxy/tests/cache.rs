@@ -223,10 +223,9 @@ async fn extended_protocol_hits_replay_the_same_rows() {
 }
 
 /// Unnamed statements, as pgbench -M extended and libpq's PQexecParams send
-/// them (Parse, Bind, Describe, Execute, Sync every time), then a Bind of
-/// the unnamed statement that the cache answered without a server.
+/// them: Parse, Bind, Describe, Execute, Sync every time.
 #[tokio::test]
-async fn unnamed_statements_through_psql_and_pgbench() {
+async fn unnamed_statements_through_pgbench() {
     let env = start("").await;
     // pgbench blocks: off the runtime thread the proxy runs on.
     let (pgbench, url) = (env.cluster.bin_dir().join("pgbench"), env.url());
@@ -674,4 +673,55 @@ async fn a_read_after_a_set_in_an_open_batch_runs_on_the_server() {
         rows[0].contains("other 1"),
         "read ran under the new search_path: {rows:?}"
     );
+}
+
+/// A hit answers the unnamed Parse without any server seeing it; a later
+/// Bind of the unnamed statement without a Parse of its own must still run
+/// (pgpilot gives the server the Parse it owes first).
+#[tokio::test]
+async fn the_unnamed_statement_a_hit_parsed_can_be_bound_again() {
+    use common::hand_client::{bind, execute, parse, HandClient};
+    let env = start("").await;
+    let read = "SELECT name FROM items WHERE id = 3";
+    let mut c = HandClient::connect(env.proxy.addr, "app", "app-secret", "app").await;
+    let full = |b: &mut bytes::BytesMut| {
+        parse(b, "", read);
+        bind(b, "");
+        execute(b);
+        pgpilot_wire::frontend::sync(b);
+    };
+    c.round_trip(full).await;
+    // The server's unnamed statement becomes something else (not cacheable).
+    c.round_trip(|b| {
+        parse(b, "", "SELECT now()");
+        bind(b, "");
+        execute(b);
+        pgpilot_wire::frontend::sync(b);
+    })
+    .await;
+    let before = hits(&env);
+    c.round_trip(full).await;
+    assert_eq!(
+        hits(&env),
+        before + 1,
+        "this batch was a hit: no server saw its Parse"
+    );
+    // A write in between makes the next read miss and go to a server.
+    env.proxy
+        .rt
+        .cache
+        .invalidate(Source::Api, &Invalidation::All);
+    let answer = c
+        .round_trip(|b| {
+            bind(b, "");
+            execute(b);
+            pgpilot_wire::frontend::sync(b);
+        })
+        .await;
+    let tags: String = answer.iter().map(|m| m.tag as char).collect();
+    assert_eq!(
+        tags, "2DCZ",
+        "BindComplete, the row, CommandComplete, ReadyForQuery: {answer:?}"
+    );
+    assert!(String::from_utf8_lossy(&answer[1].body).contains("item 3"));
 }

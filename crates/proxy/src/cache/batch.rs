@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use pgpilot_cache::{Begin, CacheKey, FillTicket, Lookup, Protocol};
-use pgpilot_wire::frontend::{Bind, Execute, Named, Target};
+use pgpilot_wire::frontend::{Bind, Execute, Named, Parse, Target};
 use pgpilot_wire::tag::{backend as btag, frontend as tag};
 use pgpilot_wire::Frame;
 
@@ -50,6 +50,9 @@ pub(crate) enum QueryPath {
 impl Session {
     /// Offers the simple Query just analyzed (`self.last_analysis`).
     pub(crate) async fn cache_query(&mut self) -> QueryPath {
+        if !self.cache_on() {
+            return QueryPath::Run(None);
+        }
         let Some((sql, analysis)) = self.last_analysis.clone() else {
             return QueryPath::Run(None);
         };
@@ -164,7 +167,8 @@ impl Session {
     }
 
     /// Holds an eligible unnamed Parse; false when it must go on now.
-    pub(crate) fn hold_parse(&mut self, frame: &Frame, query: &[u8]) -> bool {
+    pub(crate) fn hold_parse(&mut self, frame: &Frame, parse: &Parse<'_>) -> bool {
+        let query = parse.query;
         self.cache.owed_parse = None;
         if self.cache.held.is_some() || !self.cache_usable() || !self.cache_on() {
             return false;
@@ -176,10 +180,7 @@ impl Session {
         let Some(plan) = self.cache_plan(&text, &analysis, || pgpilot_sql::exact_key(sql)) else {
             return false;
         };
-        let param_types = match pgpilot_wire::frontend::Parse::decode(frame.body()) {
-            Ok(p) => Bytes::copy_from_slice(p.param_types),
-            Err(_) => return false,
-        };
+        let param_types = Bytes::copy_from_slice(parse.param_types);
         self.cache.held = Some(Held {
             parse: Some(frame.clone()),
             bind: None,
@@ -340,14 +341,16 @@ impl Session {
             self.cache.fill_on_primary = true;
         }
         self.cache.batch_open = true;
-        if let Some(parse) = held.parse {
-            self.forward_parse(parse).await?;
+        if let Some(frame) = held.parse {
+            let parse = Parse::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+            self.forward_parse(&frame, &parse).await?;
         }
         let first = self.expect.next_index();
         // A failed checkout skips the rest of the batch, as PostgreSQL
         // would after an error: one ErrorResponse, not one per message.
-        if let Some(bind) = held.bind.filter(|_| !self.skip_until_sync) {
-            self.forward_bind(bind).await?;
+        if let Some(frame) = held.bind.filter(|_| !self.skip_until_sync) {
+            let bind = Bind::decode(frame.body()).map_err(SessionError::ClientProtocol)?;
+            self.forward_bind(&frame, &bind).await?;
         }
         if let Some(describe) = held.describe.filter(|_| !self.skip_until_sync) {
             self.forward_describe(describe).await?;

@@ -12,7 +12,7 @@
 //! it covers a COMMIT whose outcome was lost with its server.
 
 use pgpilot_cache::{Invalidation, Source};
-use pgpilot_sql::Analysis;
+use pgpilot_sql::{Analysis, Classification};
 
 use super::Flush;
 use crate::session::Session;
@@ -26,34 +26,25 @@ fn writes_no_tables(name: &str) -> bool {
 }
 
 impl Session {
-    /// Notes what the write statement `analysis` may change.
+    /// Notes the write statement `analysis`; what it invalidates is worked
+    /// out at the end of the transaction, and only once the cache has ever
+    /// been on (before that no entry exists: the write path pays one
+    /// reference count per write statement).
     pub(crate) fn note_cache_writes(&mut self, analysis: &Analysis) {
         let facts = &analysis.class.cache;
-        for t in &facts.writes {
-            if !self.cache.writes.contains(&t.name) {
-                self.cache.writes.push(t.name.clone());
-            }
-        }
-        let widen = if facts.flush_all {
-            Flush::All
-        } else if analysis.class.reason == "unparseable" || self.calls_opaque_writer(analysis) {
-            Flush::Database
-        } else {
-            Flush::None
-        };
-        self.cache.flush = self.cache.flush.max(widen);
         if facts.flush_all || facts.ddl {
             self.rt
                 .catalog_stale
                 .store(true, std::sync::atomic::Ordering::Release);
         }
+        self.cache.written.push(analysis.class.clone());
     }
 
     /// A volatile function not known to leave tables alone may write any.
-    fn calls_opaque_writer(&self, analysis: &Analysis) -> bool {
+    fn calls_opaque_writer(&self, class: &Classification) -> bool {
         let settings = self.rt.settings.load();
         let configured = &settings.routing.read_only_functions;
-        analysis.class.functions.iter().any(|f| {
+        class.functions.iter().any(|f| {
             let name = f.rsplit('.').next().unwrap_or(f);
             !writes_no_tables(name)
                 && !name.starts_with("pg_advisory")
@@ -65,20 +56,55 @@ impl Session {
         })
     }
 
-    /// The transaction ended: applies and forgets what it wrote.
-    pub(crate) fn invalidate_written(&mut self) {
-        let flush = std::mem::take(&mut self.cache.flush);
-        let tables = std::mem::take(&mut self.cache.writes);
-        let what = match flush {
-            Flush::All => Invalidation::All,
-            Flush::Database => Invalidation::Database(self.database.clone()),
-            Flush::None if tables.is_empty() => return,
-            Flush::None => Invalidation::Tables {
+    /// What the noted write statements invalidate.
+    fn written_invalidation(&self) -> Option<Invalidation> {
+        let mut flush = Flush::None;
+        let mut tables: Vec<String> = Vec::new();
+        for class in &self.cache.written {
+            let facts = &class.cache;
+            for t in &facts.writes {
+                if !tables.contains(&t.name) {
+                    tables.push(t.name.clone());
+                }
+            }
+            let widen = if facts.flush_all {
+                Flush::All
+            } else if class.reason == "unparseable" || self.calls_opaque_writer(class) {
+                Flush::Database
+            } else {
+                Flush::None
+            };
+            flush = flush.max(widen);
+        }
+        match flush {
+            Flush::All => Some(Invalidation::All),
+            Flush::Database => Some(Invalidation::Database(self.database.clone())),
+            Flush::None if tables.is_empty() => None,
+            Flush::None => Some(Invalidation::Tables {
                 database: self.database.clone(),
                 tables,
-            },
+            }),
+        }
+    }
+
+    /// The transaction ended: applies and forgets what it wrote.
+    pub(crate) fn invalidate_written(&mut self) {
+        if self.cache.written.is_empty() {
+            return;
+        }
+        let what = if self
+            .rt
+            .cache_ever_active
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.written_invalidation()
+        } else {
+            None
         };
-        self.rt.cache.invalidate(Source::Proxy, &what);
-        self.rt.peers.publish(&what);
+        self.cache.written.clear();
+        if let Some(what) = what {
+            self.rt.cache.invalidate(Source::Proxy, &what);
+            self.rt.peers.publish(&what);
+        }
     }
 }

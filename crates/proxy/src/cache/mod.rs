@@ -125,9 +125,9 @@ pub(crate) struct SessionCache {
     /// An unnamed Parse answered from the cache that no server has seen:
     /// sent (hidden) before the unnamed statement is next used.
     pub owed_parse: Option<Bytes>,
-    /// Tables the current transaction may have written.
-    pub writes: Vec<String>,
-    pub flush: Flush,
+    /// The classifications of the write statements the current
+    /// transaction sent (see `invalidate`).
+    pub written: Vec<std::sync::Arc<pgpilot_sql::Classification>>,
     /// The memo of the session's key part (user, database, settings);
     /// cleared when settings change.
     pub session_key: Option<u128>,
@@ -137,6 +137,9 @@ pub(crate) struct SessionCache {
     /// The analysis of the client's unnamed statement (its last unnamed
     /// Parse), for Binds of it in later batches.
     pub unnamed_analysis: Option<pgpilot_sql::Analysis>,
+    /// The unnamed statement was just parsed (its analysis already counted
+    /// for the Bind that follows).
+    pub unnamed_parsed: bool,
     /// An extended-protocol message went to a server since the last
     /// ReadyForQuery: a batch (possibly a transaction, a SET) is open.
     pub batch_open: bool,
