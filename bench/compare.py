@@ -318,6 +318,12 @@ def pgbench_select(port, mode, clients, seconds, log_prefix, env, script=None):
     return tps, tx, failed or 0, lat
 
 
+def children_cpu_seconds():
+    """User+sys CPU of this script's finished children (pgbench runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def read_latencies(prefix):
     """Per-transaction latencies (µs, 3rd column) from pgbench's log files."""
     lat = []
@@ -348,6 +354,7 @@ class Cell:
         self.tx = 0
         self.failed = 0
         self.cpu = 0.0  # pooler CPU seconds over all rounds
+        self.client_cpu = 0.0  # pgbench's own CPU seconds over all rounds
         self.errors = []
         self.noisy = []  # per round: a compiler ran during it
 
@@ -372,6 +379,10 @@ class Cell:
 
     def cpu_per_10k(self):
         return self.cpu / self.tx * 10_000 if self.tx else float("nan")
+
+    def client_us_per_tx(self):
+        """pgbench's own CPU (user+sys) per transaction, µs."""
+        return self.client_cpu / self.tx * 1e6 if self.tx else float("nan")
 
 
 def warm_up(targets, seconds):
@@ -437,6 +448,7 @@ def run_matrix(targets, modes, client_counts, rounds, seconds, workdir, per_run_
                     prefix = os.path.join(workdir, f"lat-{name}-{mode}-{clients}-{r}")
                     quiet_budget = wait_quiet(quiet_budget, per_run_wait)
                     before = cpu_seconds(proc.pid) if proc else 0.0
+                    client_before = children_cpu_seconds()
                     done += 1
                     try:
                         with NoiseWatch() as watch:
@@ -451,6 +463,7 @@ def run_matrix(targets, modes, client_counts, rounds, seconds, workdir, per_run_
                     noisy_runs += int(bool(noisy))
                     cell = cells[(mode, clients, name)]
                     cell.add(tps, tx, failed, lat, cpu, bool(noisy))
+                    cell.client_cpu += children_cpu_seconds() - client_before
                     log(f"[{done}/{total}] round {r + 1} {mode:8} c={clients:<3} {name:9} "
                         f"{tps:9.0f} tps  mean {cell.mean_ms[-1] if lat else 0:6.3f} ms  "
                         f"p99 {cell.p99_ms[-1] if lat else 0:6.3f} ms  cpu {cpu:5.2f} s"

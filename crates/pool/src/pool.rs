@@ -246,7 +246,10 @@ impl Pool {
                 }
                 Ok(Some(conn))
             }
-            Grant::Permit => self.open().await.map(Some),
+            // Boxed: the login future is large and rarely needed; inline,
+            // it would make every checkout future (and every future that
+            // awaits one, up to the session's per-message handler) as big.
+            Grant::Permit => Box::pin(self.open()).await.map(Some),
         }
     }
 

@@ -100,7 +100,10 @@ impl Session {
         if self.server.is_some() {
             return Ok(());
         }
-        let result = self.checkout_routed().await;
+        // Boxed: a checkout (routing, pool wait) is a large future needed
+        // once per transaction; inline, it would make the future of every
+        // message handler that may check out (all of them) as large.
+        let result = Box::pin(self.checkout_routed()).await;
         if result.is_err() {
             // The message that needed a server will not run, nor will its effects.
             self.pending.discard_open();

@@ -207,7 +207,13 @@ impl Session {
     async fn on_query(&mut self, frame: Frame) -> Result<()> {
         let sql = frontend::query_text(frame.body()).map_err(SessionError::ClientProtocol)?;
         self.note_effects(sql);
-        let fill = match self.cache_query().await {
+        // Boxed, and only with the cache on: inline, the cache's future
+        // would size every message handler's future, cache on or off.
+        let path = match self.cache_on() {
+            true => Box::pin(self.cache_query()).await,
+            false => QueryPath::Run(None),
+        };
+        let fill = match path {
             QueryPath::Served => return Ok(()),
             QueryPath::Run(fill) => fill,
         };

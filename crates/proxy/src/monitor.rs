@@ -1,7 +1,9 @@
 //! Health and replication monitoring: one task per server samples, every
 //! `lsn_poll_interval`, whether it is in recovery, its WAL position (replay
 //! LSN on a replica, current LSN on the primary) and its replay delay, each
-//! bounded by `health_check_timeout`. Successes close the server's circuit
+//! bounded by `health_check_timeout` (a primary whose position nothing
+//! needs, with no replicas and no WAL-watched cache, every
+//! `health_check_interval` instead). Successes close the server's circuit
 //! breaker, failures count towards opening it. With `auto_role`, a replica
 //! that leaves recovery becomes the primary (promotion). The primary's task
 //! also loads each database's function volatility (routing, caching) and
@@ -78,13 +80,27 @@ async fn monitor_backend(rt: Arc<Runtime>, b: Arc<Backend>) {
                 b.record_failure(Instant::now());
             }
         }
-        let pause = if b.is_healthy() {
+        let pause = if !b.is_healthy() {
+            r.health_check_interval.min(r.ban_time)
+        } else if positions_needed(&rt, &b, &settings) {
             r.lsn_poll_interval
         } else {
-            r.health_check_interval.min(r.ban_time)
+            r.health_check_interval
         };
         tokio::time::sleep(pause).await;
     }
+}
+
+/// Whether `b`'s WAL position must be sampled every `lsn_poll_interval`:
+/// a replica's always (lag, read-your-writes); the primary's while
+/// replicas exist (the position a client's write must reach on them) or
+/// the result cache's WAL watermark compares against it. Otherwise a
+/// health check every `health_check_interval` is enough, and a primary
+/// without replicas is not sent a hundred queries a second.
+fn positions_needed(rt: &Runtime, b: &Backend, settings: &pgpilot_config::Settings) -> bool {
+    b.role() == Role::Replica
+        || !rt.backends.replicas().is_empty()
+        || (settings.cache.active() && settings.cache.wal.enabled)
 }
 
 fn monitor_login(rt: &Runtime, addr: &str, database: &str) -> Option<LoginParams> {

@@ -10,6 +10,7 @@
 use std::io::ErrorKind::WouldBlock;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -142,6 +143,8 @@ pub struct Session {
     /// Bytes moved since the last stats flush.
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
+    /// Flips every turn of the event loop (see `next_event`).
+    turn: bool,
 }
 
 /// What woke the loop.
@@ -195,6 +198,7 @@ impl Session {
             cache: Default::default(),
             bytes_in: 0,
             bytes_out: 0,
+            turn: false,
             rt: rt.clone(),
         };
         session.pool.stats().clients.fetch_add(1, Relaxed);
@@ -256,21 +260,36 @@ impl Session {
     }
 
     /// Waits for the next socket that can make progress.
-    async fn next_event(&self) -> Result<Option<Event>> {
+    ///
+    /// Polls each socket's readiness directly (one waker slot per socket
+    /// and direction) rather than racing `readable()`/`writable()` futures
+    /// in a `select!`: those register and unregister a waiter in tokio's
+    /// per-socket list on every turn of the loop. The two reads are polled
+    /// in alternating order so a busy side cannot starve the other.
+    async fn next_event(&mut self) -> Result<Option<Event>> {
+        self.turn = !self.turn;
         let server = self.server.as_ref().map(|s| &s.stream);
-        let read_client = self.server_out.len() < HIGH_WATER && self.client_out.len() < HIGH_WATER;
-        let read_server = server.is_some() && self.client_out.len() < HIGH_WATER;
-        let write_client = !self.client_out.is_empty();
-        let write_server = server.is_some() && !self.server_out.is_empty();
-        let client_io = |r: std::io::Result<()>| r.map_err(SessionError::ClientIo);
-        let server_io = |r: std::io::Result<()>| r.map_err(|e| self.server_io(e));
-        tokio::select! {
-            r = self.client.readable(), if read_client => client_io(r).map(|_| Some(Event::ClientReadable)),
-            r = readable(server), if read_server => server_io(r).map(|_| Some(Event::ServerReadable)),
-            r = self.client.writable(), if write_client => client_io(r).map(|_| Some(Event::ClientWritable)),
-            r = writable(server), if write_server => server_io(r).map(|_| Some(Event::ServerWritable)),
-            else => Ok(None),
+        let wants = Wants {
+            read_client: self.server_out.len() < HIGH_WATER && self.client_out.len() < HIGH_WATER,
+            read_server: server.is_some() && self.client_out.len() < HIGH_WATER,
+            write_client: !self.client_out.is_empty(),
+            write_server: server.is_some() && !self.server_out.is_empty(),
+            server_first: self.turn,
+        };
+        if !wants.any() {
+            return Ok(None);
         }
+        let client = &self.client;
+        let (event, result) = std::future::poll_fn(|cx| wants.poll(cx, client, server)).await;
+        match event {
+            Event::ClientReadable | Event::ClientWritable => {
+                result.map_err(SessionError::ClientIo)?
+            }
+            Event::ServerReadable | Event::ServerWritable => {
+                result.map_err(|e| self.server_io(e))?
+            }
+        }
+        Ok(Some(event))
     }
 
     pub(crate) fn server_io(&self, source: std::io::Error) -> SessionError {
@@ -421,16 +440,68 @@ impl Session {
     }
 }
 
-async fn readable(s: Option<&TcpStream>) -> std::io::Result<()> {
-    match s {
-        Some(s) => s.readable().await,
-        None => std::future::pending().await,
+/// Which socket directions the loop waits for.
+struct Wants {
+    read_client: bool,
+    read_server: bool,
+    write_client: bool,
+    write_server: bool,
+    /// Poll the server's readability before the client's.
+    server_first: bool,
+}
+
+impl Wants {
+    fn any(&self) -> bool {
+        self.read_client || self.read_server || self.write_client || self.write_server
+    }
+
+    /// The first wanted direction that is ready, and its readiness result.
+    fn poll(
+        &self,
+        cx: &mut Context<'_>,
+        client: &TcpStream,
+        server: Option<&TcpStream>,
+    ) -> Poll<(Event, std::io::Result<()>)> {
+        let read_client = |cx: &mut Context<'_>| {
+            if !self.read_client {
+                return Poll::Pending;
+            }
+            client
+                .poll_read_ready(cx)
+                .map(|r| (Event::ClientReadable, r))
+        };
+        let read_server = |cx: &mut Context<'_>| match server {
+            Some(s) if self.read_server => {
+                s.poll_read_ready(cx).map(|r| (Event::ServerReadable, r))
+            }
+            _ => Poll::Pending,
+        };
+        let ready = if self.server_first {
+            ready_or(read_server(cx), || read_client(cx))
+        } else {
+            ready_or(read_client(cx), || read_server(cx))
+        };
+        if ready.is_ready() {
+            return ready;
+        }
+        if self.write_client {
+            if let Poll::Ready(r) = client.poll_write_ready(cx) {
+                return Poll::Ready((Event::ClientWritable, r));
+            }
+        }
+        match server {
+            Some(s) if self.write_server => {
+                s.poll_write_ready(cx).map(|r| (Event::ServerWritable, r))
+            }
+            _ => Poll::Pending,
+        }
     }
 }
 
-async fn writable(s: Option<&TcpStream>) -> std::io::Result<()> {
-    match s {
-        Some(s) => s.writable().await,
-        None => std::future::pending().await,
+/// `first` if ready, else what `second` gives.
+fn ready_or<T>(first: Poll<T>, second: impl FnOnce() -> Poll<T>) -> Poll<T> {
+    match first {
+        Poll::Ready(v) => Poll::Ready(v),
+        Poll::Pending => second(),
     }
 }

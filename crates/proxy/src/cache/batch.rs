@@ -131,7 +131,7 @@ impl Session {
             return Decision::Run;
         };
         let limit = self.rt.settings.load().cache.coalesce_wait;
-        let ended = waiter.wait(limit).await;
+        let ended = Box::pin(waiter.wait(limit)).await;
         let found = match ended.then(|| cache.lookup(key, shape, Instant::now())) {
             Some(Lookup::Hit(e)) | Some(Lookup::Refresh(e)) => Some(e.response.clone()),
             _ => None,
@@ -151,7 +151,9 @@ impl Session {
             return Decision::Fill(ticket, None);
         };
         let deps = shared::dependency_keys(plan, &self.database);
-        match shared::lookup(conn, key, &deps).await {
+        // Boxed, as is the wait below: rare paths whose futures would
+        // otherwise make every message handler's future as large.
+        match Box::pin(shared::lookup(conn, key, &deps)).await {
             Shared::Hit(response) => {
                 self.rt.peers.shared_hits.fetch_add(1, Relaxed);
                 let fill = self.fill_for(plan, response.clone());
@@ -235,7 +237,7 @@ impl Session {
         }
     }
 
-    fn cache_on(&self) -> bool {
+    pub(crate) fn cache_on(&self) -> bool {
         self.rt.settings.load().cache.active()
     }
 
@@ -267,7 +269,9 @@ impl Session {
             tag::EXECUTE if held.bind.is_some() => {
                 let x = Execute::decode(body).map_err(SessionError::ClientProtocol)?;
                 if x.portal == held.portal.as_ref() && x.max_rows == 0 {
-                    self.settle_held(frame).await?;
+                    // Boxed (as the replay below): large futures that would
+                    // otherwise size every message handler's future.
+                    Box::pin(self.settle_held(frame)).await?;
                     return Ok(true);
                 }
             }
@@ -278,7 +282,7 @@ impl Session {
             }
             _ => {}
         }
-        self.replay_held(None, None).await?;
+        Box::pin(self.replay_held(None, None)).await?;
         Ok(false)
     }
 
