@@ -167,8 +167,15 @@ impl Session {
                 return (last.clone(), analysis.clone());
             }
         }
-        let analysis = self.rt.analyzer.analyze(sql);
         let owned = Bytes::copy_from_slice(text);
+        let analysis = if self.cache_on() {
+            // The result cache will want the exact key too: one lexical pass.
+            let (analysis, exact) = self.rt.analyzer.analyze_with_exact_key(sql);
+            self.cache.last_exact = Some((owned.clone(), exact));
+            analysis
+        } else {
+            self.rt.analyzer.analyze(sql)
+        };
         self.last_analysis = Some((owned.clone(), analysis.clone()));
         (owned, analysis)
     }

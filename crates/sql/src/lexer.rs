@@ -109,22 +109,36 @@ impl KeyHasher {
 
 /// One pass over `sql`: shape key, session-effect pre-check, hints.
 pub fn scan(sql: &str) -> Scan {
+    let mut shape = Shape::new(sql.as_bytes());
+    tokenize(sql.as_bytes(), &mut shape);
+    shape.finish()
+}
+
+/// [`scan`] and [`exact_key`] of `sql` in one pass over it (a simple query
+/// the result cache looks at needs both, and most of the cost is the
+/// tokenizing).
+pub fn scan_with_exact_key(sql: &str) -> (Scan, u128) {
     let b = sql.as_bytes();
-    let mut shape = Shape {
-        b,
-        h: KeyHasher::new(),
-        out: Scan {
-            key: 0,
-            may_affect_session: false,
-            hint: RouteHint::None,
-            cache_hint: false,
-        },
-        at_start: true,
-        after_uescape: false,
+    let mut both = Both {
+        shape: Shape::new(b),
+        exact: Exact::new(b),
     };
-    tokenize(b, &mut shape);
-    shape.out.key = shape.h.finish();
-    shape.out
+    tokenize(b, &mut both);
+    (both.shape.finish(), both.exact.h.finish())
+}
+
+/// Feeds every token to both hashers.
+struct Both<'a> {
+    shape: Shape<'a>,
+    exact: Exact<'a>,
+}
+
+impl TokenSink for Both<'_> {
+    #[inline(always)]
+    fn token(&mut self, t: Token) {
+        self.shape.token(t);
+        self.exact.token(t);
+    }
 }
 
 /// [`scan`]'s state between tokens.
@@ -137,6 +151,28 @@ struct Shape<'a> {
     at_start: bool,
     /// The previous token was `UESCAPE`.
     after_uescape: bool,
+}
+
+impl<'a> Shape<'a> {
+    fn new(b: &'a [u8]) -> Shape<'a> {
+        Shape {
+            b,
+            h: KeyHasher::new(),
+            out: Scan {
+                key: 0,
+                may_affect_session: false,
+                hint: RouteHint::None,
+                cache_hint: false,
+            },
+            at_start: true,
+            after_uescape: false,
+        }
+    }
+
+    fn finish(mut self) -> Scan {
+        self.out.key = self.h.finish();
+        self.out
+    }
 }
 
 impl TokenSink for Shape<'_> {
@@ -186,13 +222,7 @@ pub fn may_affect_session(sql: &str) -> bool {
 /// share a key; any other difference changes it (barring a 128-bit hash
 /// collision). Parameter values are not part of the text: add them.
 pub fn exact_key(sql: &str) -> u128 {
-    let mut exact = Exact {
-        b: sql.as_bytes(),
-        h: KeyHasher::new(),
-        prev_string: false,
-        gap_newline: false,
-        gap_block_comment: false,
-    };
+    let mut exact = Exact::new(sql.as_bytes());
     tokenize(sql.as_bytes(), &mut exact);
     exact.h.finish()
 }
@@ -208,6 +238,18 @@ struct Exact<'a> {
     gap_newline: bool,
     /// … and a block comment.
     gap_block_comment: bool,
+}
+
+impl<'a> Exact<'a> {
+    fn new(b: &'a [u8]) -> Exact<'a> {
+        Exact {
+            b,
+            h: KeyHasher::new(),
+            prev_string: false,
+            gap_newline: false,
+            gap_block_comment: false,
+        }
+    }
 }
 
 impl TokenSink for Exact<'_> {

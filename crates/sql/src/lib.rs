@@ -70,7 +70,16 @@ impl Analyzer {
     /// Analyzes `sql`. A query shape seen before costs one lexical pass and
     /// a cache lookup; no parse, no allocation beyond reference counts.
     pub fn analyze(&self, sql: &str) -> Analysis {
-        let scan = lexer::scan(sql);
+        self.analyze_scanned(sql, lexer::scan(sql))
+    }
+
+    /// [`Analyzer::analyze`] and [`exact_key`] of `sql` from one lexical pass.
+    pub fn analyze_with_exact_key(&self, sql: &str) -> (Analysis, u128) {
+        let (scan, exact) = lexer::scan_with_exact_key(sql);
+        (self.analyze_scanned(sql, scan), exact)
+    }
+
+    fn analyze_scanned(&self, sql: &str, scan: lexer::Scan) -> Analysis {
         let class = match self.classes.get(&scan.key) {
             Some(c) => c,
             None => {

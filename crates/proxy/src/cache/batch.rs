@@ -56,20 +56,9 @@ impl Session {
         let Some((sql, analysis)) = self.last_analysis.clone() else {
             return QueryPath::Run(None);
         };
-        let computed = std::cell::Cell::new(None);
-        let exact = || {
-            let key = self.simple_exact(&sql);
-            computed.set(Some(key));
-            key
-        };
-        let plan = self.cache_plan(&sql, &analysis, exact);
-        if let Some(key) = computed.get() {
-            self.cache.last_exact = Some((sql.clone(), key));
-        }
-        let Some(plan) = plan else {
+        let Some(mut plan) = self.text_plan(&sql, &analysis) else {
             return QueryPath::Run(None);
         };
-        let mut plan = plan;
         let key = self.cache_key(&plan, Protocol::Simple, &[], &[]);
         match self.decide(key, &plan).await {
             Decision::Hit(response) => {
@@ -179,7 +168,7 @@ impl Session {
             return false;
         };
         let (text, analysis) = self.analyze_text(query, sql);
-        let Some(plan) = self.cache_plan(&text, &analysis, || pgpilot_sql::exact_key(sql)) else {
+        let Some(plan) = self.text_plan(&text, &analysis) else {
             return false;
         };
         let param_types = Bytes::copy_from_slice(parse.param_types);
@@ -227,6 +216,22 @@ impl Session {
             param_types: Bytes::copy_from_slice(&stmt.param_types),
         });
         true
+    }
+
+    /// The cache plan of a text just analyzed (a simple Query's or an
+    /// unnamed Parse's), its exact key memoized for a repeated text.
+    fn text_plan(&mut self, sql: &Bytes, analysis: &pgpilot_sql::Analysis) -> Option<Plan> {
+        let computed = std::cell::Cell::new(None);
+        let exact = || {
+            let key = self.simple_exact(sql);
+            computed.set(Some(key));
+            key
+        };
+        let plan = self.cache_plan(sql, analysis, exact);
+        if let Some(key) = computed.get() {
+            self.cache.last_exact = Some((sql.clone(), key));
+        }
+        plan
     }
 
     /// The simple query `sql`'s exact key, memoized for a repeated text.

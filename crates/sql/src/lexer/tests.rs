@@ -339,3 +339,24 @@ fn escapes_and_unterminated_input_do_not_panic() {
         );
     }
 }
+
+#[test]
+fn one_pass_gives_both_keys() {
+    let texts = [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+        "select  *  from t where a = 'x' -- c\n and b = $1",
+        "SET search_path = a; SELECT 1",
+        "/* pgpilot:cache ttl=30s */ SELECT E'a\\'b' FROM t",
+        "SELECT 'a'\n'b', U&'d\\0061t' UESCAPE '\\', $$x$$, $t$now$t$",
+        "insert into t values (1.5e3, B'101', X'ff', 'today')",
+        "",
+        "'",
+        "$a$",
+        "/*",
+    ];
+    for sql in texts {
+        let (scan, exact) = super::scan_with_exact_key(sql);
+        assert_eq!(scan, super::scan(sql), "{sql:?}");
+        assert_eq!(exact, super::exact_key(sql), "{sql:?}");
+    }
+}
