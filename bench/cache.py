@@ -108,10 +108,7 @@ def main():
         for name, settings in (("cache-off", {}), ("cache-on", {"cache": ["enabled = true"]})):
             port, proc = v.start_variant(children, binary, workdir, pg_port, name, settings, None)
             targets[name] = (port, proc, os.environ.copy())
-        # Warm-up: fills pools, PostgreSQL's buffers and the cache.
-        for name, (port, _proc, env) in targets.items():
-            for mode in modes:
-                c.pgbench_select(port, mode, 20, 2, None, env, script)
+        c.warm_up(targets, 2, modes, script)
         cells, noise = c.run_matrix(targets, modes, clients, args.rounds, args.seconds, workdir,
                                     script=script)
         names = ["direct", "cache-off", "cache-on"]
@@ -121,13 +118,7 @@ def main():
                 f"{args.rounds} round(s), interleaved; pgbench on the same 2 cores",
                 f"- **noise**: {noise}", ""]
         text = "\n".join(head) + "\n" + table(cells, modes, clients, names) + "\n\n" + verdict(cells, modes, clients) + "\n"
-        print(text)
-        out = args.out or os.path.join(c.REPO, "bench", "results",
-                                       f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{c.git_commit()}-cache.md")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(text)
-        c.log(f"written to {out}")
+        c.write_report(text, args.out, "-cache")
     finally:
         children.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -385,12 +385,25 @@ class Cell:
         return self.client_cpu / self.tx * 1e6 if self.tx else float("nan")
 
 
-def warm_up(targets, seconds):
-    """Fills both pools (20 server connections) and PostgreSQL's caches."""
+def warm_up(targets, seconds, modes=MODES, script=None):
+    """Fills both pools (20 server connections) and PostgreSQL's caches
+    (and, running `script`, pgpilot's result cache)."""
     log("warm-up")
     for name, (port, _proc, env) in targets.items():
-        for mode in MODES:
-            pgbench_select(port, mode, 2 * POOL_SIZE, seconds, None, env)
+        for mode in modes:
+            pgbench_select(port, mode, 2 * POOL_SIZE, seconds, None, env, script)
+
+
+def write_report(text, out, suffix=""):
+    """Prints `text` and writes it to `out` (default
+    bench/results/<date>-<time>-<commit><suffix>.md)."""
+    print(text)
+    out = out or os.path.join(REPO, "bench", "results",
+                              f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{git_commit()}{suffix}.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    log(f"written to {out}")
 
 
 class NoiseWatch:
@@ -776,15 +789,7 @@ def main():
             memory = memory_run(children, pgbouncer_bin, pgpilot_bin, workdir, pg_port,
                                 args.idle_clients)
         text = report(meta, cells, args.modes, args.clients, list(targets), memory, args)
-        print(text)
-        out = args.out or os.path.join(
-            REPO, "bench", "results",
-            f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}-{meta['commit']}"
-            + ("-quick" if args.quick else "") + ".md")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(text)
-        log(f"written to {out}")
+        write_report(text, args.out, "-quick" if args.quick else "")
     except KeyboardInterrupt:
         log("interrupted")
         sys.exit(130)

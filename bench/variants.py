@@ -103,13 +103,7 @@ def main():
                 f"- **run**: pgbench -S -T {args.seconds}, {args.rounds} round(s), scale {args.scale}, interleaved",
                 f"- **noise**: {noise}", ""]
         text = "\n".join(head) + table(cells, modes, clients, names) + "\n"
-        print(text)
-        out = args.out or os.path.join(c.REPO, "bench", "results",
-                                       f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{c.git_commit()}-variants.md")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(text)
-        c.log(f"written to {out}")
+        c.write_report(text, args.out, "-variants")
     finally:
         children.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

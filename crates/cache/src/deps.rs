@@ -68,11 +68,12 @@ impl<K: std::hash::Hash + Eq + Clone> HandleMap<K> {
         if let Some(h) = self.map.read().get(key) {
             return h.clone();
         }
-        let start = self.pruned_max.load(Acquire);
-        self.map
-            .write()
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(AtomicU64::new(start)))
+        // `pruned_max` is read under the write lock `prune` also holds: a
+        // handle pruned between an unlocked read and this insert would
+        // otherwise be recreated below its last invalidation.
+        let mut map = self.map.write();
+        map.entry(key.clone())
+            .or_insert_with(|| Arc::new(AtomicU64::new(self.pruned_max.load(Acquire))))
             .clone()
     }
 

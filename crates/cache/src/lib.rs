@@ -121,6 +121,18 @@ impl moka::Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
     ) -> Option<Duration> {
         Some(value.ttl)
     }
+
+    /// A refresh (or a fill from the shared level) replacing an entry
+    /// lives its own TTL, not what was left of the old one's.
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Entry>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
 }
 
 impl ResultCache {

@@ -239,3 +239,34 @@ async fn followers_of_a_fill_hit_afterwards() {
         assert!(hit_body(&cache, 1, now).is_some());
     }
 }
+
+#[test]
+fn a_refreshed_entry_lives_its_own_ttl() {
+    // moka's clock is the real one: real time, with wide margins.
+    let mut l = limits();
+    l.ttl_min = Duration::from_millis(400);
+    l.ttl_max = Duration::from_millis(400);
+    let cache = ResultCache::new(l);
+    let start = Instant::now();
+    cache
+        .complete(lead(&cache, 1, start), fill(&["t"], b"old"), start)
+        .expect("stored");
+    for _ in 0..3 {
+        assert!(hit_body(&cache, 1, start).is_some());
+    }
+    std::thread::sleep(Duration::from_millis(250));
+    let now = Instant::now();
+    assert!(matches!(
+        cache.lookup(CacheKey(1), 7, now),
+        Lookup::Refresh(_)
+    ));
+    cache
+        .complete(lead(&cache, 1, now), fill(&["t"], b"new"), now)
+        .expect("refreshed");
+    // Past the first entry's deadline, within the refreshed one's.
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(
+        hit_body(&cache, 1, Instant::now()).as_deref(),
+        Some(&b"new"[..])
+    );
+}

@@ -99,7 +99,7 @@ async fn monitor_backend(rt: Arc<Runtime>, b: Arc<Backend>) {
 /// without replicas is not sent a hundred queries a second.
 fn positions_needed(rt: &Runtime, b: &Backend, settings: &pgpilot_config::Settings) -> bool {
     b.role() == Role::Replica
-        || !rt.backends.replicas().is_empty()
+        || rt.backends.has_replicas()
         || (settings.cache.active() && settings.cache.wal.enabled)
 }
 

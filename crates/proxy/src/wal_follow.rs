@@ -76,19 +76,21 @@ async fn follow_database(rt: Arc<Runtime>, database: String) {
 fn stream_params(rt: &Runtime, database: &str) -> Option<WalStreamParams> {
     let settings = rt.settings.load();
     let wal = &settings.cache.wal;
-    let first = settings.users.first()?;
     let primary = rt.backends.primary()?;
+    // A configured user logs in with its own password (or none), never
+    // with another role's: without one, the first [[users]] entry's login.
+    let (user, password) = match &wal.user {
+        Some(user) => (user.clone(), wal.password.clone()),
+        None => {
+            let first = settings.users.first()?;
+            (first.server_user.clone(), first.server_password.clone())
+        }
+    };
     Some(WalStreamParams {
         login: LoginParams {
             addr: primary.addr.to_string(),
-            user: wal
-                .user
-                .clone()
-                .unwrap_or_else(|| first.server_user.clone()),
-            password: wal
-                .password
-                .clone()
-                .or_else(|| first.server_password.clone()),
+            user,
+            password,
             database: database.to_owned(),
         },
         publication: wal.publication.clone(),

@@ -141,18 +141,22 @@ async fn session_state_keeps_reads_off_the_cache() {
     c.batch_execute("SET ROLE app").await.expect("set role");
     c.simple_query(sql).await.expect("read after set role");
     assert_eq!(hits(&env), before, "no hit after SET ROLE");
-    // A temp table of the same name shadows nothing: it pins too.
+    // A temp table named like a cached table shadows it (pg_temp comes
+    // first in the search path): the session must read its own rows,
+    // never the cached ones.
     let t = env.client().await;
-    t.batch_execute("CREATE TEMP TABLE tmp_x (id int); INSERT INTO tmp_x VALUES (1)")
+    t.batch_execute("CREATE TEMP TABLE items (id int, v int); INSERT INTO items VALUES (5, -1)")
         .await
         .expect("temp");
-    t.simple_query("SELECT * FROM tmp_x").await.expect("read");
-    t.simple_query("SELECT * FROM tmp_x").await.expect("read");
-    assert_eq!(hits(&env), before, "temp tables are never cached");
+    for _ in 0..2 {
+        let row = t.query_one(sql, &[]).await.expect("read the temp table");
+        assert_eq!(row.get::<_, i32>(0), -1, "the temp table's row");
+    }
+    assert_eq!(hits(&env), before, "no hit for a session with a temp table");
 }
 
 #[tokio::test]
-async fn keys_ignore_comments_but_not_literals_settings_or_users() {
+async fn keys_ignore_comments_but_not_literals_or_settings() {
     let env = start("").await;
     let c = env.client().await;
     c.simple_query("SELECT name FROM items WHERE id = 7")

@@ -151,6 +151,61 @@ struct Shape<'a> {
     at_start: bool,
     /// The previous token was `UESCAPE`.
     after_uescape: bool,
+    /// String continuation (`'no'` newline `'w'` is the string `'now'`).
+    run: StringRun,
+}
+
+/// Tracks strings that continue one another across a newline, so a
+/// shape key can tell whether the joined value names the current time
+/// (each piece alone may not). Allocates only for a continuation.
+#[derive(Default)]
+struct StringRun {
+    /// The previous token (comments aside) was a string: its text range.
+    prev: Option<(usize, usize)>,
+    /// Since the previous token: a newline outside block comments…
+    gap_newline: bool,
+    /// … and a block comment (which breaks a continuation).
+    gap_block_comment: bool,
+    /// The contents joined so far, while a continuation lasts.
+    joined: Vec<u8>,
+}
+
+impl StringRun {
+    /// For a string token `t` of `b`: the marker of the joined value when
+    /// it continues the previous string.
+    fn continued(&mut self, b: &[u8], t: &Token) -> Option<u8> {
+        let text = &b[t.start..t.end];
+        let continues = self.prev.is_some()
+            && self.gap_newline
+            && !self.gap_block_comment
+            && text.first() == Some(&b'\'');
+        if !continues {
+            self.joined.clear();
+            return None;
+        }
+        if self.joined.is_empty() {
+            let (start, end) = self.prev.unwrap_or_default();
+            self.joined
+                .extend_from_slice(string_contents(&b[start..end]));
+        }
+        self.joined.extend_from_slice(string_contents(text));
+        Some(time_marker(&self.joined))
+    }
+
+    /// Call after every token other than a comment.
+    fn after(&mut self, t: &Token) {
+        self.prev = (t.kind == TokenKind::String).then_some((t.start, t.end));
+        self.gap_newline = false;
+        self.gap_block_comment = false;
+    }
+}
+
+/// A string token's text without its prefix and outer quotes.
+fn string_contents(text: &[u8]) -> &[u8] {
+    let quote = text.iter().position(|&c| c == b'\'').unwrap_or(0);
+    let body = &text[quote..];
+    let inner = body.strip_prefix(b"'").unwrap_or(body);
+    inner.strip_suffix(b"'").unwrap_or(inner)
 }
 
 impl<'a> Shape<'a> {
@@ -166,6 +221,7 @@ impl<'a> Shape<'a> {
             },
             at_start: true,
             after_uescape: false,
+            run: StringRun::default(),
         }
     }
 
@@ -179,12 +235,23 @@ impl TokenSink for Shape<'_> {
     #[inline(always)]
     fn token(&mut self, t: Token) {
         let (text, kind) = (&self.b[t.start..t.end], t.kind);
+        self.run.gap_newline |= t.newline_before;
+        if matches!(kind, TokenKind::LineComment | TokenKind::BlockComment) {
+            hints::read_comment(text, &mut self.out.hint, &mut self.out.cache_hint);
+            match kind {
+                TokenKind::LineComment => self.run.gap_newline = true,
+                _ => self.run.gap_block_comment = true,
+            }
+            return;
+        }
+        let continued = match kind {
+            TokenKind::String => self.run.continued(self.b, &t),
+            _ => None,
+        };
+        self.run.after(&t);
         let h = &mut self.h;
         match kind {
-            TokenKind::LineComment | TokenKind::BlockComment => {
-                hints::read_comment(text, &mut self.out.hint, &mut self.out.cache_hint);
-                return;
-            }
+            TokenKind::LineComment | TokenKind::BlockComment => return,
             TokenKind::Semicolon => {
                 h.byte(b';');
                 self.at_start = true;
@@ -198,7 +265,12 @@ impl TokenSink for Shape<'_> {
                 }
                 h.lower(text);
             }
-            TokenKind::String => shape_string(h, text, self.after_uescape),
+            TokenKind::String => {
+                shape_string(h, text, self.after_uescape);
+                if let Some(marker) = continued {
+                    h.byte(marker);
+                }
+            }
             TokenKind::DollarString => h.byte(time_marker(dollar_body(text))),
             TokenKind::Param | TokenKind::Number => h.byte(LITERAL),
             TokenKind::QuotedIdent | TokenKind::Operator | TokenKind::Punct => h.bytes(text),

@@ -7,7 +7,8 @@
 use crate::cache::{CacheConfig, CacheRule, WalInvalidation};
 use crate::raw::{RawCache, RawCacheRule, RawWal};
 
-use super::{byte_size, duration, positive_duration, Problems};
+use super::users::{non_empty_name, server_secret};
+use super::{byte_size, duration, no_nul, positive_duration, Problems};
 
 /// Checks the `[cache]` table (all defaults when it is absent).
 pub(super) fn cache(p: &mut Problems, raw: RawCache) -> CacheConfig {
@@ -34,7 +35,7 @@ pub(super) fn cache(p: &mut Problems, raw: RawCache) -> CacheConfig {
             .unwrap_or(d.coalesce_wait),
         refresh_ahead: raw.refresh_ahead.unwrap_or(d.refresh_ahead),
         rules: rules(p, raw.rules.unwrap_or_default()),
-        wal: wal(raw.wal.unwrap_or_default(), d.wal),
+        wal: wal(p, raw.wal.unwrap_or_default(), d.wal),
         redis_url: p
             .parse("cache.redis_url", raw.redis_url, redis_url)
             .unwrap_or(None),
@@ -63,13 +64,21 @@ fn rules(p: &mut Problems, raw: Vec<RawCacheRule>) -> Vec<CacheRule> {
     out
 }
 
-fn wal(raw: RawWal, d: WalInvalidation) -> WalInvalidation {
+/// The user, password and publication reach the wire and SQL text: the
+/// same checks as a `[[users]]` entry's server login.
+fn wal(p: &mut Problems, raw: RawWal, d: WalInvalidation) -> WalInvalidation {
     WalInvalidation {
         enabled: raw.enabled.unwrap_or(d.enabled),
-        publication: raw.publication.unwrap_or(d.publication),
+        publication: p
+            .parse("cache.wal.publication", raw.publication, no_nul)
+            .unwrap_or(d.publication),
         create_publication: raw.create_publication.unwrap_or(d.create_publication),
-        user: raw.user.or(d.user),
-        password: raw.password.or(d.password),
+        user: p
+            .parse("cache.wal.user", raw.user, non_empty_name)
+            .or(d.user),
+        password: p
+            .parse("cache.wal.password", raw.password, server_secret)
+            .or(d.password),
     }
 }
 
@@ -90,8 +99,17 @@ fn check_combinations(p: &mut Problems, c: &CacheConfig) {
     if c.max_result_size > c.max_memory && !p.has("cache.max_result_size") {
         p.add("cache.max_result_size", "must not exceed cache.max_memory");
     }
-    if c.wal.publication.is_empty() {
+    if c.wal.publication.is_empty() && !p.has("cache.wal.publication") {
         p.add("cache.wal.publication", "must not be empty");
+    }
+    if c.wal.password.is_some() && c.wal.user.is_none() && !p.has("cache.wal.user") {
+        p.add(
+            "cache.wal.password",
+            "needs cache.wal.user (without it the stream logs in as the first [[users]] entry, with that entry's password)",
+        );
+    }
+    if c.redis_results && c.redis_url.is_none() && !p.has("cache.redis_url") {
+        p.add("cache.redis_results", "needs cache.redis_url");
     }
 }
 
@@ -132,6 +150,25 @@ mod tests {
         assert!(!s.cache.rules[1].cache);
         assert!(s.cache.wal.enabled);
         assert_eq!(s.cache.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+    }
+
+    #[test]
+    fn wal_login_and_redis_combinations_are_checked() {
+        assert_eq!(
+            errors("[cache.wal]\npassword = \"s\"\n"),
+            ["cache.wal.password"],
+            "a password without its user"
+        );
+        assert_eq!(errors("[cache.wal]\nuser = \"\"\n"), ["cache.wal.user"]);
+        assert_eq!(
+            errors("[cache.wal]\npublication = \"p\\u0000q\"\n"),
+            ["cache.wal.publication"]
+        );
+        assert_eq!(
+            errors("[cache]\nredis_results = true\n"),
+            ["cache.redis_results"]
+        );
+        assert!(errors("[cache.wal]\nuser = \"walker\"\npassword = \"s\"\n").is_empty());
     }
 
     #[test]

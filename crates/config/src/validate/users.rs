@@ -149,7 +149,7 @@ fn client_secret(auth: AuthMethod, secret: String) -> Result<String, String> {
 }
 
 /// A server password must be something pgpilot can log in with.
-fn server_secret(secret: String) -> Result<String, String> {
+pub(super) fn server_secret(secret: String) -> Result<String, String> {
     let secret = non_empty_secret(secret)?;
     match SecretKind::of(&secret)? {
         SecretKind::ScramVerifier => Err(

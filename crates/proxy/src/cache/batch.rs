@@ -62,10 +62,11 @@ impl Session {
         let key = self.cache_key(&plan, Protocol::Simple, &[], &[]);
         match self.decide(key, &plan).await {
             Decision::Hit(response) => {
-                let mut out = BytesMut::with_capacity(response.len() + 6);
-                out.extend_from_slice(&response);
-                pgpilot_wire::backend::ready_for_query(&mut out, self.client_status);
-                self.emit(out.freeze());
+                // Two emits, not a copy of the result into a new buffer first.
+                self.emit(response);
+                let mut ready = BytesMut::with_capacity(6);
+                pgpilot_wire::backend::ready_for_query(&mut ready, self.client_status);
+                self.emit(ready.freeze());
                 QueryPath::Served
             }
             Decision::Fill(ticket, stamp) => {
@@ -102,8 +103,9 @@ impl Session {
         let cache = self.rt.cache.clone();
         let now = Instant::now();
         let stale = match cache.lookup(key, shape, now) {
-            Lookup::Hit(e) => return Decision::Hit(e.response.clone()),
-            Lookup::Refresh(e) => Some(e),
+            Lookup::Hit(e) if self.owns(&e) => return Decision::Hit(e.response.clone()),
+            Lookup::Refresh(e) if self.owns(&e) => Some(e),
+            Lookup::Hit(_) | Lookup::Refresh(_) => return Decision::Run,
             Lookup::Miss => None,
         };
         let waiter = match cache.begin(key, u64::from(self.pid as u32), now) {
@@ -122,11 +124,21 @@ impl Session {
         let limit = self.rt.settings.load().cache.coalesce_wait;
         let ended = Box::pin(waiter.wait(limit)).await;
         let found = match ended.then(|| cache.lookup(key, shape, Instant::now())) {
-            Some(Lookup::Hit(e)) | Some(Lookup::Refresh(e)) => Some(e.response.clone()),
+            Some(Lookup::Hit(e)) | Some(Lookup::Refresh(e)) if self.owns(&e) => {
+                Some(e.response.clone())
+            }
             _ => None,
         };
         cache.coalesce_outcome(found.is_some());
         found.map_or(Decision::Run, Decision::Hit)
+    }
+
+    /// Whether `entry` was filled for this session's user and database.
+    /// The key already covers both; this guards against a key collision
+    /// (the key hash is fast, not collision-resistant) ever serving one
+    /// role's rows to another.
+    fn owns(&self, entry: &pgpilot_cache::Entry) -> bool {
+        *entry.user == *self.user.name && *entry.database == *self.database
     }
 
     /// This session fills `key`: first asks the shared level in Redis,

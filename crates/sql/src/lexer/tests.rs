@@ -360,3 +360,24 @@ fn one_pass_gives_both_keys() {
         assert_eq!(exact, super::exact_key(sql), "{sql:?}");
     }
 }
+
+#[test]
+fn shape_key_sees_the_current_time_in_strings_joined_across_lines() {
+    // PostgreSQL joins 'no' newline 'w' into 'now': it must not share a
+    // shape (and so a classification) with two ordinary pieces.
+    let joined = scan("SELECT * FROM t WHERE d < 'no'\n'w'").key;
+    let plain = scan("SELECT * FROM t WHERE d < 'x'\n'y'").key;
+    assert_ne!(joined, plain);
+    // A line comment is a newline too; a block comment breaks the join.
+    assert_eq!(scan("SELECT * FROM t WHERE d < 'no' -- c\n'w'").key, joined);
+    assert_eq!(
+        scan("SELECT * FROM t WHERE d < 'no' /* c */\n'w'").key,
+        scan("SELECT * FROM t WHERE d < 'a' /* c */\n'b'").key
+    );
+    // Three pieces, and without a newline nothing is joined.
+    assert_ne!(
+        scan("SELECT 'n'\n'o'\n'w'").key,
+        scan("SELECT 'a'\n'b'\n'c'").key
+    );
+    assert_eq!(scan("SELECT 'no' 'w'").key, scan("SELECT 'a' 'b'").key);
+}
