@@ -153,10 +153,12 @@ async fn two_instances_sharing_redis_stay_coherent() {
 }
 
 /// With `redis_results`, a result one instance filled answers the other's
-/// first read without PostgreSQL, and a write through either instance
-/// makes the shared copy invalid for both.
+/// first read without PostgreSQL; after a write through one instance the
+/// other reads the new value within the pub/sub delay (bounded here at
+/// 2 s; until then it may still read the previous value, never a made-up
+/// one), and the writer reads its own write at once.
 #[tokio::test]
-async fn results_shared_through_redis_are_never_stale() {
+async fn results_shared_through_redis_follow_writes() {
     let redis = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .expect("task")
@@ -189,7 +191,7 @@ async fn results_shared_through_redis_are_never_stale() {
     assert!(shared >= 45, "B answered from the shared level: {shared}");
     assert_eq!(xacts(&b_rt), b_xacts, "B ran no transaction of its own");
 
-    // Writes through A, reads through B: never the old shared copy.
+    // Writes through A, reads through B until B sees each one.
     for n in 1..=200i64 {
         let id = 1 + n % 50;
         let read = format!("SELECT v FROM counters WHERE id = {id}");
