@@ -60,9 +60,17 @@ enum Grant {
     Permit,
 }
 
+/// A client in line. Its sender carries `None` when its checkout timed out.
 struct Waiter {
-    tx: oneshot::Sender<Grant>,
+    tx: oneshot::Sender<Option<Grant>>,
     since: Instant,
+}
+
+/// What `try_grant` gives a client that must wait: its place in line, and
+/// whether it must start the pool's timeout sweeper.
+struct InLine {
+    rx: oneshot::Receiver<Option<Grant>>,
+    start_sweeper: bool,
 }
 
 #[derive(Default)]
@@ -77,6 +85,8 @@ struct State {
     waiters: VecDeque<Waiter>,
     /// No more checkouts.
     closed: bool,
+    /// A task is timing out waiters (see [`Pool::sweep_waiters`]).
+    sweeping: bool,
 }
 
 struct Inner {
@@ -164,16 +174,30 @@ impl Pool {
 
     /// Lends a connection, waiting up to the checkout timeout.
     pub async fn checkout(&self) -> Result<PooledConn> {
-        let start = Instant::now();
-        let timeout = self.inner.limits.read().checkout_timeout;
+        self.checkout_at(Instant::now()).await
+    }
+
+    /// [`Pool::checkout`] with the caller's clock reading `now`: an idle
+    /// connection handed over at once reads the clock no further.
+    pub async fn checkout_at(&self, now: Instant) -> Result<PooledConn> {
+        let mut waited = false;
         loop {
-            let grant = match self.try_grant() {
+            let grant = match self.try_grant(now) {
                 Ok(grant) => grant,
-                Err(rx) => self.wait(rx, start, timeout).await?,
+                Err(line) => {
+                    waited = true;
+                    if line.start_sweeper {
+                        tokio::spawn(self.clone().sweep_waiters());
+                    }
+                    self.wait(line.rx, now).await?
+                }
             };
+            let opened = matches!(grant, Grant::Permit);
             if let Some(conn) = self.realize(grant).await? {
-                let waited = start.elapsed().as_micros() as u64;
-                PoolStats::add(&self.inner.stats.wait_time_us, waited);
+                if waited || opened {
+                    let wait_us = now.elapsed().as_micros() as u64;
+                    PoolStats::add(&self.inner.stats.wait_time_us, wait_us);
+                }
                 return Ok(PooledConn {
                     conn: Some(conn),
                     pool: self.clone(),
@@ -183,45 +207,82 @@ impl Pool {
     }
 
     /// Under the lock: an idle connection, a permit to open one, or a place in line.
-    fn try_grant(&self) -> std::result::Result<Grant, oneshot::Receiver<Grant>> {
-        let limits = self.inner.limits.read();
+    fn try_grant(&self, now: Instant) -> std::result::Result<Grant, InLine> {
+        let max_lifetime;
+        let max_size;
+        {
+            let limits = self.inner.limits.read();
+            max_lifetime = limits.max_lifetime;
+            max_size = limits.max_size;
+        }
         let mut st = self.inner.state.lock();
         if st.closed {
             let (_tx, rx) = oneshot::channel();
-            return Err(rx);
+            return Err(InLine {
+                rx,
+                start_sweeper: false,
+            });
         }
         while let Some(conn) = st.idle.pop() {
-            if conn.created.elapsed() < limits.max_lifetime {
+            if now.saturating_duration_since(conn.created) < max_lifetime {
                 return Ok(Grant::Conn(conn));
             }
             st.total -= 1;
         }
-        if st.total < limits.max_size {
+        if st.total < max_size {
             st.total += 1;
             st.connecting += 1;
             return Ok(Grant::Permit);
         }
         let (tx, rx) = oneshot::channel();
-        st.waiters.push_back(Waiter {
-            tx,
-            since: Instant::now(),
-        });
-        Err(rx)
+        st.waiters.push_back(Waiter { tx, since: now });
+        let start_sweeper = !std::mem::replace(&mut st.sweeping, true);
+        Err(InLine { rx, start_sweeper })
     }
 
-    async fn wait(
-        &self,
-        rx: oneshot::Receiver<Grant>,
-        start: Instant,
-        timeout: Duration,
-    ) -> Result<Grant> {
-        let left = timeout.saturating_sub(start.elapsed());
-        match tokio::time::timeout(left, rx).await {
-            Ok(Ok(grant)) => Ok(grant),
-            Ok(Err(_)) => Err(Error::Closed {
+    /// Times out waiters: one task and one timer per pool while anyone
+    /// waits, rather than a timer per waiting checkout. Waiters are in
+    /// arrival order and share one timeout, so the oldest is always the
+    /// next to expire.
+    async fn sweep_waiters(self) {
+        loop {
+            let timeout = self.inner.limits.read().checkout_timeout;
+            let next = {
+                let mut st = self.inner.state.lock();
+                let now = Instant::now();
+                while st
+                    .waiters
+                    .front()
+                    .is_some_and(|w| now.saturating_duration_since(w.since) >= timeout)
+                {
+                    if let Some(w) = st.waiters.pop_front() {
+                        let _ = w.tx.send(None);
+                    }
+                }
+                match st.waiters.front() {
+                    // A timeout too large to add never expires: look again later.
+                    Some(w) => w
+                        .since
+                        .checked_add(timeout)
+                        .unwrap_or(now + Duration::from_secs(3600)),
+                    None => {
+                        st.sweeping = false;
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+
+    /// Waits for a grant; the sweeper sends `None` when the wait timed out.
+    async fn wait(&self, rx: oneshot::Receiver<Option<Grant>>, start: Instant) -> Result<Grant> {
+        match rx.await {
+            Ok(Some(grant)) => Ok(grant),
+            Err(_) => Err(Error::Closed {
                 pool: self.inner.key.to_string(),
             }),
-            Err(_) => {
+            Ok(None) => {
                 PoolStats::add(&self.inner.stats.checkout_timeouts, 1);
                 Err(Error::CheckoutTimeout {
                     pool: self.inner.key.to_string(),
@@ -301,16 +362,24 @@ impl Pool {
         }
     }
 
-    fn release(&self, mut conn: ServerConn) {
-        let limits = self.inner.limits.read().clone();
-        let expired = conn.created.elapsed() >= limits.max_lifetime;
+    fn release(&self, conn: ServerConn) {
+        self.release_at(conn, Instant::now());
+    }
+
+    /// Takes `conn` back at `now`: to the oldest waiter, else to the idle list.
+    fn release_at(&self, mut conn: ServerConn, now: Instant) {
+        let (max_lifetime, max_size) = {
+            let limits = self.inner.limits.read();
+            (limits.max_lifetime, limits.max_size)
+        };
+        let expired = now.saturating_duration_since(conn.created) >= max_lifetime;
         let mut st = self.inner.state.lock();
-        if conn.broken || expired || st.closed || st.total > limits.max_size {
+        if conn.broken || expired || st.closed || st.total > max_size {
             drop(st);
             self.discard(conn);
             return;
         }
-        conn.last_used = Instant::now();
+        conn.last_used = now;
         if let Some(Grant::Conn(c)) = hand_to_waiter(&mut st, Grant::Conn(conn)) {
             st.idle.push(c);
         }
@@ -398,14 +467,15 @@ impl Pool {
 }
 
 /// Sends `grant` to the oldest live waiter; gives it back when none takes it.
-fn hand_to_waiter(st: &mut State, mut grant: Grant) -> Option<Grant> {
+fn hand_to_waiter(st: &mut State, grant: Grant) -> Option<Grant> {
+    let mut grant = Some(grant);
     while let Some(w) = st.waiters.pop_front() {
         match w.tx.send(grant) {
             Ok(()) => return None,
             Err(g) => grant = g,
         }
     }
-    Some(grant)
+    grant
 }
 
 fn expire_idle(st: &mut State, limits: &PoolLimits) {
@@ -429,6 +499,14 @@ impl PooledConn {
     /// The pool this connection belongs to.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Gives the connection back with the caller's clock reading `now`
+    /// (dropping it does the same, reading the clock itself).
+    pub fn release_at(mut self, now: Instant) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.release_at(conn, now);
+        }
     }
 }
 

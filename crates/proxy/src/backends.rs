@@ -95,6 +95,9 @@ pub struct Backend {
     lag_ms: AtomicU64,
     /// Database → user → pool (nested so look-ups need no allocation).
     pools: Mutex<HashMap<String, HashMap<String, Pool>>>,
+    /// Bumped whenever pools may have been closed or re-pointed (reload,
+    /// removal): a session's remembered pool handle is valid while it holds.
+    pools_epoch: AtomicU64,
     pub counters: BackendCounters,
 }
 
@@ -123,6 +126,7 @@ impl Backend {
             lag_bytes: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
             pools: Mutex::new(HashMap::new()),
+            pools_epoch: AtomicU64::new(0),
             counters: BackendCounters::default(),
         }
     }
@@ -232,6 +236,12 @@ impl Backend {
         pool
     }
 
+    /// Changes whenever a pool handle obtained from [`Backend::pool`] may
+    /// have stopped being the one it would return now.
+    pub fn pools_epoch(&self) -> u64 {
+        self.pools_epoch.load(Relaxed)
+    }
+
     fn login(&self, user: &User, database: &str) -> LoginParams {
         LoginParams {
             addr: self.addr.clone(),
@@ -268,6 +278,7 @@ impl Backend {
                 }
             });
         }
+        self.pools_epoch.fetch_add(1, Relaxed);
     }
 
     fn retire(&self) {
@@ -276,6 +287,7 @@ impl Backend {
             pool.close();
         }
         self.pools.lock().clear();
+        self.pools_epoch.fetch_add(1, Relaxed);
     }
 }
 

@@ -87,11 +87,7 @@ impl Session {
             .effects
             .iter()
             .any(|e| matches!(e, SessionEffect::Pin(_)));
-        let serializable = self
-            .settings
-            .get("default_transaction_isolation")
-            .is_some_and(|set| set.to_ascii_lowercase().contains("serializable"));
-        pins || serializable
+        pins || self.serializable_default
     }
 
     /// Checks out a server for `self.next_intent` if the session has none
@@ -129,6 +125,8 @@ impl Session {
             self.merge_shared_writes();
         }
         let mut exclude = Vec::new();
+        // One clock reading serves routing, the pool and the transaction's start.
+        let now = Instant::now();
         loop {
             let choice = route::choose(
                 &self.rt.backends,
@@ -138,11 +136,13 @@ impl Session {
                 intent,
                 &mut self.ryw,
                 &exclude,
+                &mut self.pool_memo,
+                now,
             )
             .map_err(no_server)?;
-            match choice.pool.checkout().await {
+            match choice.pool.checkout_at(now).await {
                 Ok(conn) => {
-                    self.adopt_server(conn);
+                    self.adopt_server(conn, now);
                     self.backend = Some(choice.backend);
                     return Ok(());
                 }
@@ -162,7 +162,7 @@ impl Session {
     /// Makes `conn` the session's server: routes cancels to it and brings
     /// its settings in line with the client's (a hidden `SET …` ahead of the
     /// client's messages).
-    pub(crate) fn adopt_server(&mut self, mut conn: PooledConn) {
+    pub(crate) fn adopt_server(&mut self, mut conn: PooledConn, now: Instant) {
         self.cancel.set(Some(CancelTarget {
             addr: conn.addr.clone(),
             pid: conn.pid,
@@ -173,7 +173,7 @@ impl Session {
             self.expect.push(Expect::Query { hidden: true });
             conn.session_settings = self.settings.clone();
         }
-        self.txn = Txn::new();
+        self.txn = Txn::new(now);
         self.server_farewell = None;
         self.server = Some(conn);
     }
@@ -197,15 +197,16 @@ impl Session {
         let Some(conn) = self.server.take() else {
             return;
         };
+        let now = Instant::now();
         self.cancel.set(None);
-        self.flush_stats(&conn);
+        self.flush_stats(&conn, now);
         self.backend = None;
-        drop(conn);
+        conn.release_at(now);
     }
 
-    fn flush_stats(&mut self, conn: &PooledConn) {
+    fn flush_stats(&mut self, conn: &PooledConn, now: Instant) {
         let stats = conn.pool().stats();
-        let held = self.txn.started.elapsed().as_micros() as u64;
+        let held = now.saturating_duration_since(self.txn.started).as_micros() as u64;
         PoolStats::add(&stats.xact_count, 1);
         PoolStats::add(&stats.xact_time_us, held);
         PoolStats::add(&stats.query_count, self.txn.queries);

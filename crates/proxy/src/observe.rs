@@ -7,10 +7,11 @@
 //! N+1 tracking happen at completion in [`pgpilot_insight::Insight`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use pgpilot_insight::{Location, NPlusOneEvent, NPlusOneTracker, QueryEvent, Sent};
+use pgpilot_insight::{Location, NPlusOneEvent, NPlusOneTracker, QueryEvent, Sent, Shape};
 use pgpilot_wire::backend::TransactionStatus;
 
 use crate::backends::Role;
@@ -72,6 +73,9 @@ pub(crate) struct Observer {
     pub portal: Option<Statement>,
     /// N+1 detection for this client, created on first use.
     nplus1: Option<Box<NPlusOneTracker>>,
+    /// The shape of the last statement recorded, by analyzer key: a client
+    /// repeating a query shape skips the proxy-wide shape cache.
+    last_shape: Option<(u128, Arc<Shape>)>,
 }
 
 impl Session {
@@ -160,7 +164,14 @@ impl Session {
         let insight = self.rt.insight.clone();
         let tags = pgpilot_insight::sqlcomment::parse(sql);
         let endpoint = insight.endpoint(&tags);
-        let shape = insight.shape(f.stmt.key, sql, now);
+        let shape = match &self.observer.last_shape {
+            Some((key, shape)) if *key == f.stmt.key => shape.clone(),
+            _ => {
+                let shape = insight.shape(f.stmt.key, sql, now);
+                self.observer.last_shape = Some((f.stmt.key, shape.clone()));
+                shape
+            }
+        };
         let ev = QueryEvent {
             shape,
             duration: now - f.start,

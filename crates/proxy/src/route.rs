@@ -134,6 +134,7 @@ pub fn statement_intent(
 
 /// Picks the server for a transaction with `intent`, skipping `exclude`
 /// (servers that just failed for this request).
+#[allow(clippy::too_many_arguments)]
 pub fn choose(
     backends: &Backends,
     settings: &Settings,
@@ -142,8 +143,9 @@ pub fn choose(
     intent: Intent,
     ryw: &mut ReadYourWrites,
     exclude: &[u32],
+    memo: &mut PoolMemo,
+    now: Instant,
 ) -> Result<Choice, NoServer> {
-    let now = Instant::now();
     let r = &settings.routing;
     if intent == Intent::Read && r.enabled {
         if let Some(choice) = choose_replica(backends, settings, user, database, ryw, exclude, now)
@@ -165,12 +167,40 @@ pub fn choose(
         Intent::Read => Reason::ReadFallback,
     };
     count(&primary, reason);
-    let pool = primary.pool(settings, user, database);
+    let pool = memo.pool(&primary, settings, user, database);
     Ok(Choice {
         backend: primary,
         pool,
         reason,
     })
+}
+
+/// The primary pool a session used last, reused while the primary and its
+/// pools are unchanged: a transaction then skips the server's locked
+/// two-level (database, user) look-up.
+#[derive(Default)]
+pub struct PoolMemo {
+    last: Option<(Arc<Backend>, u64, Pool)>,
+}
+
+impl PoolMemo {
+    fn pool(
+        &mut self,
+        backend: &Arc<Backend>,
+        settings: &Settings,
+        user: &User,
+        database: &str,
+    ) -> Pool {
+        let epoch = backend.pools_epoch();
+        if let Some((b, e, pool)) = &self.last {
+            if Arc::ptr_eq(b, backend) && *e == epoch {
+                return pool.clone();
+            }
+        }
+        let pool = backend.pool(settings, user, database);
+        self.last = Some((backend.clone(), epoch, pool.clone()));
+        pool
+    }
 }
 
 fn count(b: &Backend, reason: Reason) {

@@ -285,16 +285,6 @@ impl Session {
             TransactionStatus::Idle => {
                 self.commit_effects();
                 self.end_transaction();
-                self.ryw_token = self
-                    .settings
-                    .get("pgpilot.ryw_token")
-                    .and_then(|s| crate::route::setting_value(s))
-                    .map(Into::into);
-                self.route_override = self
-                    .settings
-                    .get("pgpilot.route")
-                    .map(|s| crate::route::RouteOverride::from_statement(s))
-                    .unwrap_or_default();
                 if self.expect.is_empty() && !self.holds_server() {
                     return Ok(Flow::Release);
                 }
@@ -351,9 +341,30 @@ impl Session {
                 SessionEffect::Pin(_) => {}
             }
         }
+        self.settings_changed();
         if self.holds_server() {
             self.resync_held_server();
         }
+    }
+
+    /// Works out what the client's settings decide (`pgpilot.*`, a
+    /// serializable default) at login and after a transaction changed them,
+    /// so no statement looks them up.
+    pub(crate) fn settings_changed(&mut self) {
+        self.serializable_default = self
+            .settings
+            .get("default_transaction_isolation")
+            .is_some_and(|set| set.to_ascii_lowercase().contains("serializable"));
+        self.ryw_token = self
+            .settings
+            .get("pgpilot.ryw_token")
+            .and_then(|s| crate::route::setting_value(s))
+            .map(Into::into);
+        self.route_override = self
+            .settings
+            .get("pgpilot.route")
+            .map(|s| crate::route::RouteOverride::from_statement(s))
+            .unwrap_or_default();
     }
 
     /// A pinned client keeps its server, so settings RESET to startup values

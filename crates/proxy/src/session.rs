@@ -54,12 +54,12 @@ pub(crate) struct Txn {
 }
 
 impl Txn {
-    pub(crate) fn new() -> Txn {
+    pub(crate) fn new(started: Instant) -> Txn {
         Txn {
             effects: Vec::new(),
             failed: false,
             savepoint: false,
-            started: Instant::now(),
+            started,
             queries: 0,
         }
     }
@@ -83,6 +83,8 @@ pub struct Session {
     pub(crate) server: Option<PooledConn>,
     /// The server `server` belongs to.
     pub(crate) backend: Option<Arc<Backend>>,
+    /// The primary pool used last (see [`crate::route::PoolMemo`]).
+    pub(crate) pool_memo: crate::route::PoolMemo,
     /// What the message being handled needs, for the next checkout.
     pub(crate) next_intent: Intent,
     /// `SET pgpilot.route = primary|replica|auto`.
@@ -98,6 +100,8 @@ pub struct Session {
     pub(crate) wrote_key: Option<Box<str>>,
     /// `SET pgpilot.ryw_token = '…'`, for `ryw_scope = "token"`.
     pub(crate) ryw_token: Option<Box<str>>,
+    /// The client's `default_transaction_isolation` is serializable.
+    pub(crate) serializable_default: bool,
     /// Query insight bookkeeping.
     pub(crate) observer: Observer,
     /// The last text analyzed and its analysis (see `analyze_text`).
@@ -159,7 +163,7 @@ impl Session {
     pub fn new(rt: Arc<Runtime>, client: TcpStream, login: Login) -> Session {
         let settings = rt.settings.load();
         let startup = login.request.settings.clone();
-        let session = Session {
+        let mut session = Session {
             client,
             client_in: login.leftover,
             client_out: BytesMut::new(),
@@ -168,6 +172,7 @@ impl Session {
             database: login.request.database.clone(),
             server: login.server,
             backend: login.backend,
+            pool_memo: Default::default(),
             next_intent: Intent::Write,
             route_override: RouteOverride::default(),
             ryw: ReadYourWrites::default(),
@@ -175,6 +180,7 @@ impl Session {
             ryw_key: None,
             wrote_key: None,
             ryw_token: None,
+            serializable_default: false,
             observer: Observer::default(),
             last_analysis: None,
             server_out: BytesMut::new(),
@@ -190,7 +196,7 @@ impl Session {
             lost_transaction: None,
             copy_in: false,
             client_status: TransactionStatus::Idle,
-            txn: Txn::new(),
+            txn: Txn::new(Instant::now()),
             max_message: settings.max_message_size,
             max_prepared: settings.pool.max_prepared_statements,
             pid: login.pid,
@@ -202,6 +208,7 @@ impl Session {
             rt: rt.clone(),
         };
         session.pool.stats().clients.fetch_add(1, Relaxed);
+        session.settings_changed();
         session
     }
 
@@ -210,7 +217,7 @@ impl Session {
         // Session mode: the server from the login, which still needs the
         // client's startup settings.
         if let Some(server) = self.server.take() {
-            self.adopt_server(server);
+            self.adopt_server(server, Instant::now());
         }
         let result = self.serve().await;
         if let Err(e) = &result {

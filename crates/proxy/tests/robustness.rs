@@ -317,6 +317,44 @@ async fn checkout_timeout_is_53300_and_the_client_can_retry() {
     assert_eq!(row.get::<_, i32>(0), 3);
 }
 
+/// Waiters are timed out by one sweeper per pool: each must still get its
+/// own full `checkout_timeout`, counted from when it started waiting, and
+/// a waiter arriving while the sweeper sleeps must not be expired early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_waiter_gets_its_own_checkout_timeout() {
+    let env = Env::start("max_size = 1\ncheckout_timeout = \"400ms\"").await;
+    let holder = env.client().await;
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let first = env.client().await;
+    let second = env.client().await;
+
+    let wait = |c: tokio_postgres::Client| async move {
+        let started = Instant::now();
+        let err = c.batch_execute("select 1").await.unwrap_err();
+        (sqlstate(&err).to_owned(), started.elapsed(), c)
+    };
+    let a = tokio::spawn(wait(first));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let b = tokio::spawn(wait(second));
+    let (code_a, waited_a, _first) = a.await.unwrap();
+    let (code_b, waited_b, second) = b.await.unwrap();
+    for (code, waited) in [(&code_a, waited_a), (&code_b, waited_b)] {
+        assert_eq!(code, "53300");
+        assert!(
+            waited >= Duration::from_millis(380) && waited < Duration::from_secs(2),
+            "waited {waited:?} (first {waited_a:?}, second {waited_b:?})"
+        );
+    }
+    holder.batch_execute("commit").await.unwrap();
+    assert_eq!(one_value(&second, "select 2").await, Some("2".into()));
+    let snap = env.proxy.rt.backends.snapshots();
+    assert_eq!(
+        snap.iter().map(|p| p.checkout_timeouts).sum::<u64>(),
+        2,
+        "{snap:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_idle_server_connection_is_replaced() {
     let env = Env::start("max_size = 1").await;

@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::routing::{last_value, RouteCounts, Server};
-use common::{sqlstate, Env, RoutingSetup};
+use common::{one_value, sqlstate, Env, RoutingSetup};
 use pgpilot_testkit::ClusterOptions;
 
 /// Objects the classification cases use, created through the primary as
@@ -371,6 +371,26 @@ async fn classification_table_runs_each_statement_where_it_belongs() {
     }
     println!("{}", table.join("\n"));
     assert!(wrong.is_empty(), "routed to the wrong server: {wrong:?}");
+    startup_route_override_holds_from_the_first_statement(&env).await;
+}
+
+/// `pgpilot.route` given as a startup option (`-c pgpilot.route=primary`)
+/// applies to the client's very first statement, not only after its first
+/// transaction.
+async fn startup_route_override_holds_from_the_first_statement(env: &Env) {
+    let conn = format!("{} options='-c pgpilot.route=primary'", env.conn_str());
+    for _ in 0..3 {
+        let client = common::connect(&conn).await;
+        let port = one_value(&client, "select inet_server_port()")
+            .await
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("a port");
+        assert_eq!(
+            env.server_at(port),
+            Primary,
+            "first statement of a new client"
+        );
+    }
 }
 
 /// The same decisions through the extended protocol (Parse/Bind/Execute
