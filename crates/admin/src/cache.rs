@@ -46,6 +46,8 @@ pub struct CacheView {
     /// result / did not.
     pub shared_hits: u64,
     pub shared_misses: u64,
+    /// Results this instance wrote to the shared level.
+    pub shared_stores: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,6 +113,7 @@ fn view(state: &AdminState) -> CacheView {
         redis_connected: rt.peers.is_healthy(),
         shared_hits: rt.peers.shared_hits.load(Relaxed),
         shared_misses: rt.peers.shared_misses.load(Relaxed),
+        shared_stores: rt.peers.shared_stores.load(Relaxed),
     }
 }
 
@@ -250,10 +253,11 @@ fn bad_request(message: &str) -> Response {
 /// The `pgpilot_cache_*` families for `/metrics`.
 pub fn render_metrics(exp: &mut Exposition, state: &AdminState) {
     let v = view(state);
-    let counters: [(&str, &str, u64); 14] = [
+    let counters: [(&str, &str, u64); 15] = [
         ("pgpilot_cache_hits_total", "Reads answered from the result cache.", v.hits),
         ("pgpilot_cache_shared_hits_total", "Local misses answered by the shared result level in Redis.", v.shared_hits),
         ("pgpilot_cache_shared_misses_total", "Shared result level lookups that found no valid result.", v.shared_misses),
+        ("pgpilot_cache_shared_stores_total", "Results this instance wrote to the shared result level in Redis.", v.shared_stores),
         ("pgpilot_cache_misses_total", "Cache lookups that found no valid entry.", v.misses),
         ("pgpilot_cache_coalesced_total", "Misses that waited for an identical query and were answered from its result.", v.coalesced),
         ("pgpilot_cache_fills_total", "Results stored.", v.fills),

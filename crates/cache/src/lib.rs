@@ -219,9 +219,15 @@ impl ResultCache {
             .begin(key, owner, self.invalidations.epoch(), now)
     }
 
-    /// Stores the leader's result unless it is too large or raced a write.
-    /// Ends the flight either way (followers look up again).
-    pub fn complete(&self, ticket: FillTicket, fill: Fill, now: Instant) -> Result<(), Refused> {
+    /// Stores the leader's result unless it is too large or raced a write,
+    /// and returns the time to live it was given. Ends the flight either
+    /// way (followers look up again).
+    pub fn complete(
+        &self,
+        ticket: FillTicket,
+        fill: Fill,
+        now: Instant,
+    ) -> Result<Duration, Refused> {
         if fill.response.len() > self.limits.max_result_size {
             CacheStats::bump(&self.stats.oversize);
             return Err(Refused::TooLarge);
@@ -242,7 +248,7 @@ impl ResultCache {
         self.store.insert(ticket.key, Arc::new(entry));
         CacheStats::bump(&self.stats.fills);
         drop(ticket);
-        Ok(())
+        Ok(ttl)
     }
 
     /// Counts a follower's wait: answered from the cache or not.

@@ -89,7 +89,7 @@ fn a_result_that_raced_a_write_is_refused() {
             tables: vec!["u".into()],
         },
     );
-    assert_eq!(cache.complete(t, fill(&["t"], b"new"), now), Ok(()));
+    assert!(cache.complete(t, fill(&["t"], b"new"), now).is_ok());
 }
 
 #[test]

@@ -30,7 +30,7 @@ pub async fn query(conn: &mut ServerConn, sql: &str) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut error = None;
     loop {
-        let frame = next_frame(conn).await?;
+        let frame = read_frame(conn, MAX_PROBE_MESSAGE).await?;
         match frame.tag {
             tag::DATA_ROW => rows.push(data_row(&frame, conn)?),
             tag::ERROR_RESPONSE => error = ErrorFields::decode(frame.body()).ok(),
@@ -47,9 +47,11 @@ pub async fn query(conn: &mut ServerConn, sql: &str) -> Result<Vec<Row>> {
     }
 }
 
-async fn next_frame(conn: &mut ServerConn) -> Result<Frame> {
+/// The next whole message from `conn` (at most `max` bytes), reading as
+/// needed; end of stream is an error.
+pub async fn read_frame(conn: &mut ServerConn, max: usize) -> Result<Frame> {
     loop {
-        match Frame::split(&mut conn.read_buf, MAX_PROBE_MESSAGE) {
+        match Frame::split(&mut conn.read_buf, max) {
             Ok(Some(f)) => return Ok(f),
             Ok(None) => {}
             Err(source) => {

@@ -58,6 +58,8 @@ pub struct PeerLink {
     /// Shared-level lookups answered / not answered.
     pub shared_hits: AtomicU64,
     pub shared_misses: AtomicU64,
+    /// Results written to the shared level.
+    pub shared_stores: AtomicU64,
 }
 
 impl PeerLink {
@@ -72,6 +74,7 @@ impl PeerLink {
             conn: Mutex::new(None),
             shared_hits: AtomicU64::new(0),
             shared_misses: AtomicU64::new(0),
+            shared_stores: AtomicU64::new(0),
         }
     }
 

@@ -100,7 +100,8 @@ fn stream_params(rt: &Runtime, database: &str) -> Option<WalStreamParams> {
             .routing
             .lsn_poll_interval
             .max(Duration::from_millis(5)),
-        connect_timeout: Duration::from_secs(10),
+        // The same bound as any server connection's login.
+        connect_timeout: settings.pool.connect_timeout,
     })
 }
 

@@ -24,10 +24,11 @@ use bytes::BytesMut;
 use pgpilot_pool::login::{self, LoginParams};
 use pgpilot_pool::probe::{self, format_lsn, parse_lsn};
 use pgpilot_pool::ServerConn;
+use pgpilot_sql::quote;
 use pgpilot_wire::backend::ErrorFields;
 use pgpilot_wire::tag::backend as tag;
 use pgpilot_wire::{frontend, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use copy_both::Stream;
 
@@ -223,7 +224,7 @@ async fn ensure_publication(conn: &mut ServerConn, params: &WalStreamParams) -> 
             publication: params.publication.clone(),
         });
     }
-    let sql = format!("CREATE PUBLICATION {} FOR ALL TABLES", quote_ident(wanted));
+    let sql = format!("CREATE PUBLICATION {} FOR ALL TABLES", quote::ident(wanted));
     match probe::query(conn, &sql).await {
         Ok(_) => Ok(()),
         Err(pgpilot_pool::Error::Server { fields, .. }) if fields.code == "42710" => Ok(()),
@@ -259,7 +260,7 @@ async fn start_replication(
 ) -> Result<()> {
     // pgoutput splits publication_names as a list of identifiers, so the
     // name is quoted as one, then as a replication-grammar string.
-    let names = quote_ident(publication).replace('\'', "''");
+    let names = quote::ident(publication).replace('\'', "''");
     let sql = format!(
         "START_REPLICATION SLOT {slot} LOGICAL {} (proto_version '1', publication_names '{names}')",
         format_lsn(lsn)
@@ -271,7 +272,9 @@ async fn start_replication(
         .await
         .map_err(|e| io_error(conn, e))?;
     loop {
-        let frame = read_frame(conn).await?;
+        let frame = probe::read_frame(conn, MAX_BUFFERED_MESSAGE)
+            .await
+            .map_err(|e| pool_error("START_REPLICATION", e))?;
         match frame.tag {
             tag::COPY_BOTH_RESPONSE => return Ok(()),
             tag::ERROR_RESPONSE => return Err(server_error(conn, "START_REPLICATION", &frame)),
@@ -279,39 +282,6 @@ async fn start_replication(
             other => return Err(unexpected(conn, "START_REPLICATION", other)),
         }
     }
-}
-
-/// One whole message, reading as needed (setup only: no skipping).
-async fn read_frame(conn: &mut ServerConn) -> Result<Frame> {
-    loop {
-        match Frame::split(&mut conn.read_buf, MAX_BUFFERED_MESSAGE) {
-            Ok(Some(frame)) => return Ok(frame),
-            Ok(None) => fill(conn).await?,
-            Err(source) => return Err(protocol_error(conn, source)),
-        }
-    }
-}
-
-/// Reads more bytes into `conn.read_buf`; end of stream is an error.
-async fn fill(conn: &mut ServerConn) -> Result<()> {
-    let n = conn
-        .stream
-        .read_buf(&mut conn.read_buf)
-        .await
-        .map_err(|e| io_error(conn, e))?;
-    if n == 0 {
-        let eof = std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "server closed the replication connection",
-        );
-        return Err(io_error(conn, eof));
-    }
-    Ok(())
-}
-
-/// `name` as a double-quoted SQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn pool_error(step: &'static str, e: pgpilot_pool::Error) -> WalStreamError {
@@ -381,11 +351,5 @@ mod tests {
         for bad in ["Upper", "dash-ed", "sp ace", "é"] {
             assert!(slot_name(bad, 1).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("pub"), "\"pub\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::routing::wait_for;
 use common::{one_value, Env, Setup};
 use pgpilot_cache::{Invalidation, Source};
 
@@ -39,15 +40,13 @@ GRANT ALL ON ALL TABLES IN SCHEMA public TO app;
 
 /// Waits until the monitor's relation catalog knows `table`.
 async fn wait_cacheable(env: &Env, table: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.proxy.rt.relations.is_cacheable("app", table) {
-        assert!(Instant::now() < deadline, "{table} never became cacheable");
-        env.proxy
-            .rt
-            .catalog_stale
+    let rt = &env.proxy.rt;
+    wait_for(&format!("{table} to become cacheable"), || {
+        rt.catalog_stale
             .store(true, std::sync::atomic::Ordering::Release);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        rt.relations.is_cacheable("app", table)
+    })
+    .await;
 }
 
 /// Starts a cluster with [`SCHEMA`] and the proxy, and waits until the
@@ -526,20 +525,14 @@ async fn direct_writes_invalidate_through_the_wal_stream() {
     env.psql(SCHEMA);
     env.psql("ALTER ROLE app REPLICATION; CREATE PUBLICATION pgpilot_cache FOR ALL TABLES;");
     let c = env.client().await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        env.proxy
-            .rt
-            .catalog_stale
+    let rt = &env.proxy.rt;
+    wait_for("the catalog and the WAL stream", || {
+        rt.catalog_stale
             .store(true, std::sync::atomic::Ordering::Release);
-        let ready = env.proxy.rt.relations.is_cacheable("app", "items")
-            && env.proxy.rt.wal.db("app").is_some_and(|w| w.is_connected());
-        if ready {
-            break;
-        }
-        assert!(Instant::now() < deadline, "WAL stream never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        rt.relations.is_cacheable("app", "items")
+            && rt.wal.db("app").is_some_and(|w| w.is_connected())
+    })
+    .await;
     let direct = env.direct().await;
     let read = "SELECT v FROM items WHERE id = 13";
     let mut worst = Duration::ZERO;

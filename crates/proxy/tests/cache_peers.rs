@@ -7,6 +7,7 @@ mod common;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use common::routing::wait_for;
 use common::{one_value, Env, Setup};
 use pgpilot_proxy::{RunningProxy, Runtime};
 use pgpilot_testkit::RedisServer;
@@ -16,14 +17,6 @@ fn setup(redis: &RedisServer) -> Setup {
         top: format!("[cache]\nenabled = true\nredis_url = \"{}\"\n", redis.url()),
         pool: "max_size = 5".to_owned(),
         ..Setup::default()
-    }
-}
-
-async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -62,7 +55,7 @@ async fn start_pair(redis: &RedisServer, extra: &str, rows: i32) -> Pair {
     let ca = env.client().await;
     let cb = common::connect(&b_conn).await;
     let (a_rt, b_rt) = (env.proxy.rt.clone(), b.rt.clone());
-    wait_until("both instances subscribed with catalogs", || {
+    wait_for("both instances subscribed with catalogs", || {
         ready(&a_rt) && ready(&b_rt)
     })
     .await;
@@ -119,7 +112,7 @@ async fn two_instances_sharing_redis_stay_coherent() {
 
     // Redis goes away: no hits anywhere (a peer's write could not be heard).
     redis.stop();
-    wait_until("both links down", || {
+    wait_for("both links down", || {
         !a_rt.peers.is_healthy() && !b_rt.peers.is_healthy()
     })
     .await;
@@ -143,7 +136,7 @@ async fn two_instances_sharing_redis_stay_coherent() {
 
     // Back: both resubscribe (flushing what they had) and hit again.
     redis.restart().unwrap_or_else(|e| panic!("{e}"));
-    wait_until("both links back", || {
+    wait_for("both links back", || {
         a_rt.peers.is_healthy() && b_rt.peers.is_healthy()
     })
     .await;
@@ -163,12 +156,7 @@ async fn results_shared_through_redis_follow_writes() {
         .await
         .expect("task")
         .unwrap_or_else(|e| panic!("{e}"));
-    let Pair {
-        env: _env,
-        b,
-        ca,
-        cb,
-    } = start_pair(&redis, "redis_results = true\n", 50).await;
+    let Pair { env, b, ca, cb } = start_pair(&redis, "redis_results = true\n", 50).await;
     let b_rt = b.rt.clone();
 
     // A fills 50 entries; B's first reads of them come from Redis.
@@ -178,7 +166,12 @@ async fn results_shared_through_redis_follow_writes() {
     let xacts =
         |rt: &Runtime| -> u64 { rt.backends.snapshots().iter().map(|p| p.xact_count).sum() };
     let b_xacts = xacts(&b_rt);
-    tokio::time::sleep(Duration::from_millis(100)).await; // the stores are asynchronous
+    // The stores are asynchronous: wait until all 50 are in Redis.
+    let a_rt = env.proxy.rt.clone();
+    wait_for("A's 50 results in Redis", || {
+        a_rt.peers.shared_stores.load(Relaxed) >= 50
+    })
+    .await;
     for id in 1..=50 {
         assert_eq!(
             one_value(&cb, &format!("SELECT v FROM counters WHERE id = {id}"))

@@ -213,18 +213,24 @@ fn writing_cte(cte: &pg_query::Node) -> bool {
     }
 }
 
-/// EXPLAIN ANALYZE runs its statement (an `analyze` option of any value
-/// counts: the value is a literal, outside the shape key).
-pub(crate) fn explain_analyzes(e: &protobuf::ExplainStmt) -> bool {
-    e.options
+/// The statement an EXPLAIN runs: only EXPLAIN ANALYZE runs it (an
+/// `analyze` option of any value counts: the value is a literal, outside
+/// the shape key). Plain EXPLAIN only plans.
+pub(crate) fn explain_runs(e: &protobuf::ExplainStmt) -> Option<&NodeEnum> {
+    let analyzes = e
+        .options
         .iter()
-        .any(|o| matches!(o.node.as_ref(), Some(NodeEnum::DefElem(d)) if d.defname == "analyze"))
+        .any(|o| matches!(o.node.as_ref(), Some(NodeEnum::DefElem(d)) if d.defname == "analyze"));
+    e.query
+        .as_ref()
+        .and_then(|q| q.node.as_ref())
+        .filter(|_| analyzes)
 }
 
 fn explain_target(e: &protobuf::ExplainStmt, txn: &mut TxnControl) -> (Target, &'static str) {
-    match e.query.as_ref().and_then(|q| q.node.as_ref()) {
-        Some(inner) if explain_analyzes(e) => statement_target(inner, txn),
-        _ => (Target::Replica, ""),
+    match explain_runs(e) {
+        Some(inner) => statement_target(inner, txn),
+        None => (Target::Replica, ""),
     }
 }
 

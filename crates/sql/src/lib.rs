@@ -15,6 +15,7 @@ pub mod cache;
 pub mod cacheable;
 pub mod classify;
 pub mod lexer;
+pub mod quote;
 pub mod session;
 mod walk;
 

@@ -2,6 +2,7 @@
 //! on a free port, no persistence, killed on drop. A missing binary is a
 //! loud error saying how to install it.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,13 +17,25 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
+/// Ports tried before giving up (another process may take a free port
+/// between choosing it and redis-server binding it).
+const START_ATTEMPTS: usize = 5;
+
 impl RedisServer {
     /// Starts one on a free port and waits until it accepts connections.
     pub fn start() -> Result<RedisServer> {
-        let port = free_port();
-        let mut server = RedisServer { port, child: None };
-        server.spawn()?;
-        Ok(server)
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            let mut server = RedisServer {
+                port: free_port(),
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Setup("redis-server did not start".into())))
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -44,8 +57,10 @@ impl RedisServer {
         self.spawn()
     }
 
+    /// Runs redis-server on `self.port` and waits until that very process
+    /// answers there (not another one that took the port meanwhile).
     fn spawn(&mut self) -> Result<()> {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -54,18 +69,47 @@ impl RedisServer {
             .map_err(|e| Error::Setup(format!(
                 "cannot run redis-server ({e}); install it with `apt-get install -y redis-server` or ./scripts/install-deps.sh"
             )))?;
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if Instant::now() > deadline {
-                return Err(Error::Setup(format!(
-                    "redis-server did not listen on port {} within 10 s",
-                    self.port
-                )));
+        let problem = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break format!("exited ({status}): port {} taken?", self.port);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            match serving_pid(self.port) {
+                Some(pid) if pid == child.id() => {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                Some(pid) => break format!("port {} is served by process {pid}", self.port),
+                None if Instant::now() > deadline => {
+                    break format!("did not listen on port {} within 10 s", self.port)
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(Error::Setup(format!("redis-server {problem}")))
+    }
+}
+
+/// The process id of the Redis answering on `port` (`INFO server`), if one does.
+fn serving_pid(port: u16) -> Option<u32> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&reply);
+        if let Some(rest) = text.split("process_id:").nth(1) {
+            if let Some((pid, _)) = rest.split_once("\r\n") {
+                return pid.trim().parse().ok();
+            }
         }
-        Ok(())
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 

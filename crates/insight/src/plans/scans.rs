@@ -2,13 +2,14 @@
 //! read only to be filtered away, row estimates far from the truth, and
 //! index-only scans that still visit the table.
 
-use super::filter::{self, quote_ident};
+use super::filter;
 use super::rules::{count, percent, Context};
 use super::{
     Node, PlanInsight, LARGE_TABLE_PAGES, LARGE_TABLE_ROWS, MIN_MISESTIMATE_ROWS, MIN_ROWS_REMOVED,
     SELECTIVE_FRACTION,
 };
 use crate::lints::Severity;
+use pgpilot_sql::quote::ident as quote_ident;
 
 /// Without table statistics, a plain EXPLAIN's Seq Scan is judged by its
 /// cost. At default cost settings a seq scan costs 1 per page plus about

@@ -10,6 +10,7 @@
 //! ParameterStatus, a suspended portal, COPY — abandons the fill, which
 //! wakes its followers to run the query themselves.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -110,16 +111,24 @@ impl Session {
         }
     }
 
+    /// Stores a captured result locally and then, with the TTL the local
+    /// cache gave it, in the shared Redis level. A result the local cache
+    /// refuses (too large, or it raced a write) is not shared either.
     fn finish_capture(&mut self, c: Capture) {
         let response = c.buf.freeze();
-        if let (Some(stamp), Some(conn)) = (&c.plan.stamp, self.rt.peers.store_conn()) {
-            let (key, stamp) = (c.ticket.key(), stamp.clone());
-            let ttl = c.plan.ttl.unwrap_or(self.rt.cache.limits().ttl_min);
-            let bytes = response.clone();
-            tokio::spawn(async move { shared::store(conn, key, &stamp, &bytes, ttl).await });
+        let key = c.ticket.key();
+        let fill = self.fill_for(&c.plan, response.clone());
+        let Ok(ttl) = self.rt.cache.complete(c.ticket, fill, Instant::now()) else {
+            return;
+        };
+        if let (Some(stamp), Some(conn)) = (c.plan.stamp, self.rt.peers.store_conn()) {
+            let rt = self.rt.clone();
+            tokio::spawn(async move {
+                if shared::store(conn, key, &stamp, &response, ttl).await {
+                    rt.peers.shared_stores.fetch_add(1, Relaxed);
+                }
+            });
         }
-        let fill = self.fill_for(&c.plan, response);
-        let _ = self.rt.cache.complete(c.ticket, fill, Instant::now());
     }
 
     /// What the local cache stores for `plan`'s result `response`.

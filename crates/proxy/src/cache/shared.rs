@@ -100,12 +100,15 @@ pub async fn store(
     stamp: &[u64],
     response: &[u8],
     ttl: Duration,
-) {
+) -> bool {
     let value = encode(stamp, response);
     let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     let mut set = redis::cmd("SET");
     set.arg(result_key(key)).arg(value).arg("PX").arg(ms);
-    let _ = tokio::time::timeout(TIMEOUT, set.query_async::<()>(&mut conn)).await;
+    matches!(
+        tokio::time::timeout(TIMEOUT, set.query_async::<()>(&mut conn)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn encode(stamp: &[u64], response: &[u8]) -> Vec<u8> {

@@ -10,6 +10,7 @@ use pgpilot_insight::{PlanSource, TableSize, TableStats};
 use pgpilot_pool::login::{self, LoginParams};
 use pgpilot_pool::probe;
 use pgpilot_pool::ServerConn;
+use pgpilot_sql::quote;
 
 use super::{ExplainError, LOGIN_TIMEOUT};
 
@@ -130,7 +131,7 @@ async fn table_sizes(conn: &mut ServerConn, relations: &[String]) -> TableStats 
     if relations.is_empty() {
         return TableStats::new();
     }
-    let names: Vec<String> = relations.iter().map(|r| quote_literal(r)).collect();
+    let names: Vec<String> = relations.iter().map(|r| quote::literal(r)).collect();
     let sql = format!(
         "SELECT c.relname, c.reltuples, c.relpages FROM pg_catalog.pg_class c \
          WHERE c.relname IN ({}) AND pg_catalog.pg_table_is_visible(c.oid)",
@@ -159,22 +160,10 @@ fn execute_args(args: &[Option<String>]) -> String {
         .iter()
         .map(|a| {
             a.as_deref()
-                .map_or_else(|| "NULL".to_owned(), quote_literal)
+                .map_or_else(|| "NULL".to_owned(), quote::literal)
         })
         .collect();
     format!("({})", values.join(", "))
-}
-
-/// An SQL string literal of `s` (an `E''` literal when it holds
-/// backslashes, so it reads the same whatever `standard_conforming_strings`
-/// says). NUL, which a literal cannot hold, is dropped.
-fn quote_literal(s: &str) -> String {
-    let s = s.replace('\0', "");
-    if s.contains('\\') {
-        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-    } else {
-        format!("'{}'", s.replace('\'', "''"))
-    }
 }
 
 #[cfg(test)]
@@ -182,10 +171,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn literals_and_arguments() {
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
-        assert_eq!(quote_literal("x\0y"), "'xy'");
+    fn execute_arguments() {
         assert_eq!(execute_args(&[]), "");
         assert_eq!(
             execute_args(&[None, Some("42".into()), None]),

@@ -568,3 +568,53 @@ fn multi_statement_effects_add_up() {
     assert!(f.flush_all);
     assert_eq!(f.refusal, Some(why::MULTIPLE_STATEMENTS));
 }
+
+/// `SELECT a FROM t WHERE <clause>` as a parsed statement.
+fn select_with_where(clause: pg_query::protobuf::Node) -> NodeEnum {
+    let parsed = pg_query::parse("SELECT a FROM t WHERE a = 1", 0).unwrap();
+    let mut stmt = parsed.protobuf.stmts[0]
+        .stmt
+        .as_ref()
+        .and_then(|s| s.node.clone())
+        .unwrap();
+    match &mut stmt {
+        NodeEnum::SelectStmt(s) => s.where_clause = Some(Box::new(clause)),
+        other => panic!("not a SELECT: {other:?}"),
+    }
+    stmt
+}
+
+fn refusal_of_one(stmt: &NodeEnum) -> Option<&'static str> {
+    refusal_of(&[(stmt, crate::walk::statement(stmt))])
+}
+
+/// Syntax the walk does not know (a node kind it has no rule for, or a
+/// tree deeper than it follows) refuses caching instead of being skipped:
+/// a skipped subtree could hide a table read.
+#[test]
+fn syntax_the_walk_does_not_cover_is_refused() {
+    use pg_query::protobuf::{List, Node};
+    let column = || Node {
+        node: Some(NodeEnum::ColumnRef(Default::default())),
+    };
+    assert_eq!(refusal_of_one(&select_with_where(column())), None);
+
+    let unknown = Node {
+        node: Some(NodeEnum::CreateStmt(Default::default())),
+    };
+    assert_eq!(
+        refusal_of_one(&select_with_where(unknown)),
+        Some(why::UNSUPPORTED_SYNTAX)
+    );
+
+    let nested = |depth: usize| {
+        (0..depth).fold(column(), |inner, _| Node {
+            node: Some(NodeEnum::List(List { items: vec![inner] })),
+        })
+    };
+    assert_eq!(refusal_of_one(&select_with_where(nested(100))), None);
+    assert_eq!(
+        refusal_of_one(&select_with_where(nested(300))),
+        Some(why::UNSUPPORTED_SYNTAX)
+    );
+}

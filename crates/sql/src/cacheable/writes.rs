@@ -8,6 +8,7 @@ use pg_query::protobuf::{self, ObjectType};
 use pg_query::NodeEnum;
 
 use super::TableRef;
+use crate::classify::explain_runs;
 use crate::walk::{push_unique, table_ref, Tree};
 
 /// Adds the tables `stmt` changes to `writes`; returns true when it may
@@ -26,7 +27,10 @@ pub(super) fn statement(stmt: &NodeEnum, tree: &Tree, writes: &mut Vec<TableRef>
         | N::DeleteStmt(_)
         | N::MergeStmt(_)
         | N::DeclareCursorStmt(_) => out.walked(tree),
-        N::ExplainStmt(e) => return explain(e, tree, out.writes),
+        // EXPLAIN runs its statement only with ANALYZE.
+        N::ExplainStmt(e) => {
+            return explain_runs(e).is_some_and(|inner| statement(inner, tree, out.writes))
+        }
         N::CopyStmt(c) => {
             if c.is_from {
                 out.table(c.relation.as_ref());
@@ -54,25 +58,9 @@ pub(super) fn statement(stmt: &NodeEnum, tree: &Tree, writes: &mut Vec<TableRef>
         N::DropStmt(d) => drop(d, &mut out),
         N::RenameStmt(r) => rename(r, &mut out),
         N::AlterObjectSchemaStmt(a) => set_schema(a, &mut out),
-        N::TransactionStmt(_)
-        | N::VariableSetStmt(_)
-        | N::VariableShowStmt(_)
-        | N::DiscardStmt(_)
-        | N::PrepareStmt(_)
-        | N::DeallocateStmt(_)
-        | N::ListenStmt(_)
-        | N::UnlistenStmt(_)
-        | N::NotifyStmt(_)
-        | N::FetchStmt(_)
-        | N::ClosePortalStmt(_)
-        | N::ConstraintsSetStmt(_)
-        | N::LockStmt(_)
-        | N::VacuumStmt(_)
-        | N::ReindexStmt(_)
-        | N::CheckPointStmt(_)
-        | N::CommentStmt(_)
-        | N::CreateStatsStmt(_)
-        | N::AlterStatsStmt(_) => {}
+        // Catalog changes that leave every query's rows as they were.
+        N::ReindexStmt(_) | N::CommentStmt(_) | N::CreateStatsStmt(_) | N::AlterStatsStmt(_) => {}
+        s if changes_nothing(s) => {}
         // Roles, grants, functions, views, types, schemas, databases,
         // extensions, DO, CALL, EXECUTE of an unknown statement…
         _ => out.flush = true,
@@ -85,10 +73,9 @@ pub(super) fn changes_catalog(stmt: &NodeEnum) -> bool {
     use NodeEnum as N;
     match stmt {
         N::SelectStmt(s) => s.into_clause.is_some(),
-        N::ExplainStmt(e) => match e.query.as_deref().and_then(|q| q.node.as_ref()) {
-            Some(inner) if crate::classify::explain_analyzes(e) => changes_catalog(inner),
-            _ => false,
-        },
+        N::ExplainStmt(e) => explain_runs(e).is_some_and(changes_catalog),
+        // Row changes, and running a prepared statement (its PREPARE was
+        // judged when it was sent).
         N::InsertStmt(_)
         | N::UpdateStmt(_)
         | N::DeleteStmt(_)
@@ -96,24 +83,33 @@ pub(super) fn changes_catalog(stmt: &NodeEnum) -> bool {
         | N::CopyStmt(_)
         | N::TruncateStmt(_)
         | N::DeclareCursorStmt(_)
-        | N::FetchStmt(_)
-        | N::ClosePortalStmt(_)
-        | N::TransactionStmt(_)
-        | N::VariableSetStmt(_)
-        | N::VariableShowStmt(_)
-        | N::DiscardStmt(_)
-        | N::PrepareStmt(_)
-        | N::DeallocateStmt(_)
-        | N::ExecuteStmt(_)
-        | N::ListenStmt(_)
-        | N::UnlistenStmt(_)
-        | N::NotifyStmt(_)
-        | N::LockStmt(_)
-        | N::VacuumStmt(_)
-        | N::CheckPointStmt(_)
-        | N::ConstraintsSetStmt(_) => false,
-        _ => true,
+        | N::ExecuteStmt(_) => false,
+        s => !changes_nothing(s),
     }
+}
+
+/// Statements that change neither rows nor definitions: transaction
+/// control, session state, cursors, notifications, locks and maintenance.
+fn changes_nothing(stmt: &NodeEnum) -> bool {
+    use NodeEnum as N;
+    matches!(
+        stmt,
+        N::TransactionStmt(_)
+            | N::VariableSetStmt(_)
+            | N::VariableShowStmt(_)
+            | N::DiscardStmt(_)
+            | N::PrepareStmt(_)
+            | N::DeallocateStmt(_)
+            | N::ListenStmt(_)
+            | N::UnlistenStmt(_)
+            | N::NotifyStmt(_)
+            | N::FetchStmt(_)
+            | N::ClosePortalStmt(_)
+            | N::ConstraintsSetStmt(_)
+            | N::LockStmt(_)
+            | N::VacuumStmt(_)
+            | N::CheckPointStmt(_)
+    )
 }
 
 /// The tables one statement changes, or `flush`.
@@ -163,15 +159,6 @@ impl Writes<'_> {
         for w in &tree.writes {
             push_unique(self.writes, w.clone());
         }
-    }
-}
-
-/// EXPLAIN runs its statement only with ANALYZE (whatever its value:
-/// `ANALYZE 0` and `ANALYZE 1` share a shape).
-fn explain(e: &protobuf::ExplainStmt, tree: &Tree, writes: &mut Vec<TableRef>) -> bool {
-    match e.query.as_deref().and_then(|q| q.node.as_ref()) {
-        Some(inner) if crate::classify::explain_analyzes(e) => statement(inner, tree, writes),
-        _ => false,
     }
 }
 
