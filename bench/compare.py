@@ -668,9 +668,13 @@ def bar_lines(cells, modes, client_counts, targets):
                 added_pp = pp.median_mean_ms() - d.median_mean_ms()
                 added_bo = bo.median_mean_ms() - d.median_mean_ms()
                 ok = added_pp <= added_bo
+                # Rounds are interleaved, so each round's pair shows the spread.
+                rounds = [f"{(p - dd) * 1000:.0f}/{(b - dd) * 1000:.0f}"
+                          for p, b, dd in zip(pp.mean_ms, bo.mean_ms, d.mean_ms)]
                 out.append(f"- {m}, 1 client: added mean latency over direct: pgpilot "
                            f"{fmt(added_pp * 1000, '.1f')} µs vs PgBouncer {fmt(added_bo * 1000, '.1f')} µs"
-                           f" → {'meets' if ok else 'misses'}")
+                           f" → {'meets' if ok else 'misses'} (per round, pgpilot/PgBouncer µs: "
+                           f"{', '.join(rounds)})")
                 continue
             tps_ok = ratio >= 1.0
             p99_ok = pp.median_p99_ms() <= bo.median_p99_ms()
