@@ -174,12 +174,13 @@ impl Pool {
 
     /// Lends a connection, waiting up to the checkout timeout.
     pub async fn checkout(&self) -> Result<PooledConn> {
-        self.checkout_at(Instant::now()).await
+        Ok(self.checkout_at(Instant::now()).await?.0)
     }
 
-    /// [`Pool::checkout`] with the caller's clock reading `now`: an idle
-    /// connection handed over at once reads the clock no further.
-    pub async fn checkout_at(&self, now: Instant) -> Result<PooledConn> {
+    /// [`Pool::checkout`] with the caller's clock reading `now`, returning
+    /// also when the connection was handed over: `now` itself for an idle
+    /// connection handed over at once (no further clock reading).
+    pub async fn checkout_at(&self, now: Instant) -> Result<(PooledConn, Instant)> {
         let mut waited = false;
         loop {
             let grant = match self.try_grant(now) {
@@ -194,14 +195,17 @@ impl Pool {
             };
             let opened = matches!(grant, Grant::Permit);
             if let Some(conn) = self.realize(grant).await? {
+                let mut handed_over = now;
                 if waited || opened {
-                    let wait_us = now.elapsed().as_micros() as u64;
+                    handed_over = Instant::now();
+                    let wait_us = handed_over.saturating_duration_since(now).as_micros() as u64;
                     PoolStats::add(&self.inner.stats.wait_time_us, wait_us);
                 }
-                return Ok(PooledConn {
+                let conn = PooledConn {
                     conn: Some(conn),
                     pool: self.clone(),
-                });
+                };
+                return Ok((conn, handed_over));
             }
         }
     }
@@ -235,15 +239,21 @@ impl Pool {
             return Ok(Grant::Permit);
         }
         let (tx, rx) = oneshot::channel();
-        st.waiters.push_back(Waiter { tx, since: now });
+        // Timed from joining the line (not from `now`, which a retrying
+        // caller may have read long before), so the line stays in
+        // deadline order.
+        st.waiters.push_back(Waiter {
+            tx,
+            since: Instant::now(),
+        });
         let start_sweeper = !std::mem::replace(&mut st.sweeping, true);
         Err(InLine { rx, start_sweeper })
     }
 
     /// Times out waiters: one task and one timer per pool while anyone
     /// waits, rather than a timer per waiting checkout. Waiters are in
-    /// arrival order and share one timeout, so the oldest is always the
-    /// next to expire.
+    /// the order they joined the line, each timed from then, and share one
+    /// timeout, so the front one is always the next to expire.
     async fn sweep_waiters(self) {
         loop {
             let timeout = self.inner.limits.read().checkout_timeout;

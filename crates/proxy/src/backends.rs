@@ -261,6 +261,11 @@ impl Backend {
     }
 
     fn apply(&self, settings: &Settings) {
+        // Bumped before and after: a session that reads an epoch bumped
+        // mid-change looks its pool up again; one that read the old epoch
+        // just before may use its remembered handle, as it could have used
+        // one it had just looked up.
+        self.pools_epoch.fetch_add(1, Relaxed);
         let r = &settings.routing;
         self.breaker
             .lock()
@@ -283,6 +288,7 @@ impl Backend {
 
     fn retire(&self) {
         self.removed.store(true, Relaxed);
+        self.pools_epoch.fetch_add(1, Relaxed);
         for pool in self.pools() {
             pool.close();
         }

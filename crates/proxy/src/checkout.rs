@@ -125,9 +125,10 @@ impl Session {
             self.merge_shared_writes();
         }
         let mut exclude = Vec::new();
-        // One clock reading serves routing, the pool and the transaction's start.
-        let now = Instant::now();
         loop {
+            // One clock reading serves routing, the pool and (when nothing
+            // had to wait) the transaction's start.
+            let now = Instant::now();
             let choice = route::choose(
                 &self.rt.backends,
                 &settings,
@@ -141,8 +142,8 @@ impl Session {
             )
             .map_err(no_server)?;
             match choice.pool.checkout_at(now).await {
-                Ok(conn) => {
-                    self.adopt_server(conn, now);
+                Ok((conn, handed_over)) => {
+                    self.adopt_server(conn, handed_over);
                     self.backend = Some(choice.backend);
                     return Ok(());
                 }

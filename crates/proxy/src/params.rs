@@ -131,8 +131,8 @@ pub fn valid_name(name: &str) -> bool {
 /// `name` must have passed [`valid_name`].
 pub fn set_statement(name: &str, value: &str) -> String {
     format!(
-        "SELECT pg_catalog.set_config('{name}', '{}', false)",
-        value.replace('\'', "''")
+        "SELECT pg_catalog.set_config('{name}', {}, false)",
+        pgpilot_sql::quote::literal(value)
     )
 }
 

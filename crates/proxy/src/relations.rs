@@ -54,8 +54,8 @@ pub fn relations_query(publication: Option<&str>) -> String {
     let published = match publication {
         Some(p) => format!(
             " AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables t \
-             WHERE t.pubname = '{}' AND t.schemaname = n.nspname AND t.tablename = c.relname)",
-            p.replace('\'', "''")
+             WHERE t.pubname = {} AND t.schemaname = n.nspname AND t.tablename = c.relname)",
+            pgpilot_sql::quote::literal(p)
         ),
         None => String::new(),
     };

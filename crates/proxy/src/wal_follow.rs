@@ -73,6 +73,9 @@ async fn follow_database(rt: Arc<Runtime>, database: String) {
     state.connected.store(false, Release);
 }
 
+/// Least time allowed for the WAL stream's login and slot creation.
+const WAL_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn stream_params(rt: &Runtime, database: &str) -> Option<WalStreamParams> {
     let settings = rt.settings.load();
     let wal = &settings.cache.wal;
@@ -100,8 +103,9 @@ fn stream_params(rt: &Runtime, database: &str) -> Option<WalStreamParams> {
             .routing
             .lsn_poll_interval
             .max(Duration::from_millis(5)),
-        // The same bound as any server connection's login.
-        connect_timeout: settings.pool.connect_timeout,
+        // Bounds the whole setup, slot creation included (which waits for
+        // running transactions): never less than 10 s.
+        connect_timeout: settings.pool.connect_timeout.max(WAL_SETUP_TIMEOUT),
     })
 }
 

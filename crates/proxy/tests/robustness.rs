@@ -333,11 +333,13 @@ async fn each_waiter_gets_its_own_checkout_timeout() {
         let err = c.batch_execute("select 1").await.unwrap_err();
         (sqlstate(&err).to_owned(), started.elapsed(), c)
     };
-    let a = tokio::spawn(wait(first));
+    // Bounded: a sweeper that stopped re-arming would leave them waiting.
+    let bound = Duration::from_secs(10);
+    let a = tokio::spawn(tokio::time::timeout(bound, wait(first)));
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let b = tokio::spawn(wait(second));
-    let (code_a, waited_a, _first) = a.await.unwrap();
-    let (code_b, waited_b, second) = b.await.unwrap();
+    let b = tokio::spawn(tokio::time::timeout(bound, wait(second)));
+    let (code_a, waited_a, _first) = a.await.unwrap().expect("first waiter timed out");
+    let (code_b, waited_b, second) = b.await.unwrap().expect("second waiter timed out");
     for (code, waited) in [(&code_a, waited_a), (&code_b, waited_b)] {
         assert_eq!(code, "53300");
         assert!(

@@ -2,102 +2,37 @@
 //! literals are escaped, for the statements pgpilot writes itself (index
 //! advice, EXPLAIN of captured statements, replication setup).
 
-/// SQL's reserved words: a relation named like one must be quoted.
-const RESERVED: &[&str] = &[
-    "all",
-    "analyse",
-    "analyze",
-    "and",
-    "any",
-    "array",
-    "as",
-    "asc",
-    "asymmetric",
-    "both",
-    "case",
-    "cast",
-    "check",
-    "collate",
-    "column",
-    "constraint",
-    "create",
-    "current_catalog",
-    "current_date",
-    "current_role",
-    "current_time",
-    "current_timestamp",
-    "current_user",
-    "default",
-    "deferrable",
-    "desc",
-    "distinct",
-    "do",
-    "else",
-    "end",
-    "except",
-    "false",
-    "fetch",
-    "for",
-    "foreign",
-    "from",
-    "grant",
-    "group",
-    "having",
-    "in",
-    "initially",
-    "intersect",
-    "into",
-    "lateral",
-    "leading",
-    "limit",
-    "localtime",
-    "localtimestamp",
-    "not",
-    "null",
-    "offset",
-    "on",
-    "only",
-    "or",
-    "order",
-    "placing",
-    "primary",
-    "references",
-    "returning",
-    "select",
-    "session_user",
-    "some",
-    "symmetric",
-    "table",
-    "then",
-    "to",
-    "trailing",
-    "true",
-    "union",
-    "unique",
-    "user",
-    "using",
-    "variadic",
-    "when",
-    "where",
-    "window",
-    "with",
-];
-
-/// `name` as an SQL identifier: bare when PostgreSQL would print it bare
-/// (lower case, not a reserved word), else double-quoted.
+/// `name` as an SQL identifier, by PostgreSQL's own `quote_ident` rule:
+/// bare when it is lower case and not a keyword (unreserved keywords may
+/// stay bare), else double-quoted. The keyword check asks the real
+/// PostgreSQL scanner, so every keyword class of the server's grammar counts.
 pub fn ident(name: &str) -> String {
-    let plain = name
+    let safe_chars = name
         .bytes()
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
         && name
             .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'$')
-        && !RESERVED.contains(&name);
-    if plain {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'$');
+    if safe_chars && !is_keyword(name) {
         name.to_owned()
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// Whether `word` scans as a keyword that cannot stand bare as a name.
+fn is_keyword(word: &str) -> bool {
+    use pg_query::protobuf::KeywordKind;
+    match pg_query::scan(word) {
+        Ok(scan) => match scan.tokens.as_slice() {
+            [token] => !matches!(
+                KeywordKind::try_from(token.keyword_kind),
+                Ok(KeywordKind::NoKeyword | KeywordKind::UnreservedKeyword)
+            ),
+            _ => true,
+        },
+        Err(_) => true,
     }
 }
 
@@ -124,7 +59,22 @@ mod tests {
         assert_eq!(ident("order"), "\"order\"");
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(ident("1st"), "\"1st\"");
-        assert_eq!(ident(""), "\"\"");
+        // Every keyword class PostgreSQL's quote_ident quotes: reserved,
+        // type/function names, column names; unreserved ones stay bare.
+        for keyword in [
+            "select",
+            "verbose",
+            "left",
+            "join",
+            "between",
+            "int",
+            "system_user",
+        ] {
+            assert_eq!(ident(keyword), format!("\"{keyword}\""), "{keyword}");
+        }
+        for plain in ["abort", "data", "publication", "pgpilot_cache", "t$1"] {
+            assert_eq!(ident(plain), plain, "{plain}");
+        }
     }
 
     #[test]
