@@ -50,12 +50,15 @@ pub struct PoolLimits {
     pub max_lifetime: Duration,
 }
 
+/// A server connection as the pool keeps it: boxed once when opened, so a
+/// checkout, a return or a hand-over to a waiter moves a pointer rather
+/// than the whole connection, and its state stays at one address.
+type Conn = Box<ServerConn>;
+
 /// What a waiting client is handed.
-// Not boxed: a Box would cost an allocation on every checkout and return.
-#[allow(clippy::large_enum_variant)]
 enum Grant {
     /// An idle connection.
-    Conn(ServerConn),
+    Conn(Conn),
     /// A slot counted in `total`: the waiter opens the connection itself.
     Permit,
 }
@@ -76,7 +79,7 @@ struct InLine {
 #[derive(Default)]
 struct State {
     /// Idle connections, most recently used last.
-    idle: Vec<ServerConn>,
+    idle: Vec<Conn>,
     /// Idle + lent + being opened.
     total: usize,
     /// Being opened.
@@ -117,7 +120,7 @@ impl std::fmt::Debug for Pool {
 /// A lent connection; goes back to its pool when dropped (closed instead
 /// when marked `broken`).
 pub struct PooledConn {
-    conn: Option<ServerConn>,
+    conn: Option<Conn>,
     pool: Pool,
 }
 
@@ -305,7 +308,7 @@ impl Pool {
 
     /// Turns a grant into a usable connection; `None` when an idle one
     /// turned out dead (the caller tries again).
-    async fn realize(&self, grant: Grant) -> Result<Option<ServerConn>> {
+    async fn realize(&self, grant: Grant) -> Result<Option<Conn>> {
         match grant {
             Grant::Conn(conn) => {
                 // Probed every time: a backend killed a moment ago must not
@@ -325,10 +328,10 @@ impl Pool {
     }
 
     /// Opens a connection for a slot already counted in `total`.
-    async fn open(&self) -> Result<ServerConn> {
+    async fn open(&self) -> Result<Conn> {
         let login = self.inner.login.read().clone();
         let timeout = self.inner.limits.read().connect_timeout;
-        let result = login::connect(&login, timeout).await;
+        let result = login::connect(&login, timeout).await.map(Box::new);
         self.inner.state.lock().connecting -= 1;
         if let Ok(conn) = &result {
             let mut params = self.inner.server_params.write();
@@ -344,7 +347,7 @@ impl Pool {
     }
 
     /// Closes `conn` and frees its slot.
-    fn discard(&self, conn: ServerConn) {
+    fn discard(&self, conn: Conn) {
         drop(conn);
         self.free_slot();
     }
@@ -372,12 +375,12 @@ impl Pool {
         }
     }
 
-    fn release(&self, conn: ServerConn) {
+    fn release(&self, conn: Conn) {
         self.release_at(conn, Instant::now());
     }
 
     /// Takes `conn` back at `now`: to the oldest waiter, else to the idle list.
-    fn release_at(&self, mut conn: ServerConn, now: Instant) {
+    fn release_at(&self, mut conn: Conn, now: Instant) {
         let (max_lifetime, max_size) = {
             let limits = self.inner.limits.read();
             (limits.max_lifetime, limits.max_size)

@@ -184,14 +184,14 @@ impl Session {
             return false;
         };
         let param_types = Bytes::copy_from_slice(parse.param_types);
-        self.cache.held = Some(Held {
+        self.cache.held = Some(Box::new(Held {
             parse: Some(frame.clone()),
             bind: None,
             describe: None,
             portal: Bytes::new(),
             plan,
             param_types,
-        });
+        }));
         true
     }
 
@@ -219,14 +219,14 @@ impl Session {
         let Some(plan) = self.cache_plan(&stmt.query, &analysis, exact) else {
             return false;
         };
-        self.cache.held = Some(Held {
+        self.cache.held = Some(Box::new(Held {
             parse: None,
             bind: Some(frame.clone()),
             describe: None,
             portal: Bytes::copy_from_slice(bind.portal),
             plan,
             param_types: Bytes::copy_from_slice(&stmt.param_types),
-        });
+        }));
         true
     }
 

@@ -119,7 +119,7 @@ pub(crate) enum Flush {
 /// A session's result-cache state.
 #[derive(Debug, Default)]
 pub(crate) struct SessionCache {
-    pub held: Option<Held>,
+    pub held: Option<Box<Held>>,
     /// Fills whose responses are being recorded, oldest first.
     pub captures: VecDeque<Capture>,
     /// An unnamed Parse answered from the cache that no server has seen:
