@@ -29,7 +29,9 @@ pub struct ServerConn {
     pub startup_params: Vec<(String, String)>,
     /// Client-visible session settings currently applied on this connection:
     /// lower-case name → the statement that set it (replayed by `SET`).
-    pub session_settings: BTreeMap<String, String>,
+    /// Shared with the last client whose settings it took, so the next
+    /// checkout by a client with the same settings compares pointers.
+    pub session_settings: std::sync::Arc<BTreeMap<String, String>>,
     /// pgpilot-named prepared statements present on this connection.
     pub prepared: PreparedLru,
     /// When the login completed.

@@ -169,10 +169,9 @@ impl Session {
             pid: conn.pid,
             key: conn.key,
         }));
-        if let Some(sql) = params::sync_sql(&self.settings, &conn.session_settings) {
+        if let Some(sql) = params::sync(&self.settings, &mut conn.session_settings) {
             pgpilot_wire::frontend::query(&mut self.server_out, &sql);
             self.expect.push(Expect::Query { hidden: true });
-            conn.session_settings = self.settings.clone();
         }
         self.txn = Txn::new(now);
         self.server_farewell = None;

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
@@ -136,6 +137,20 @@ pub fn set_statement(name: &str, value: &str) -> String {
     )
 }
 
+/// Brings the record of a server's settings in line with the client's:
+/// the SQL to run there first, or `None` when they already match. Either
+/// way the server's record then shares the client's map, so the next such
+/// check is a pointer comparison (clients with equal startup settings
+/// share one map; see `Runtime::intern_settings`).
+pub fn sync(client: &Arc<Settings>, server: &mut Arc<Settings>) -> Option<String> {
+    if Arc::ptr_eq(client, server) {
+        return None;
+    }
+    let sql = sync_sql(client, server);
+    *server = client.clone();
+    sql
+}
+
 /// The SQL that turns a server's settings into the client's, or `None`
 /// when they already match.
 pub fn sync_sql(client: &Settings, server: &Settings) -> Option<String> {
@@ -159,6 +174,31 @@ pub fn sync_sql(client: &Settings, server: &Settings) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_shares_the_clients_map() {
+        let map = |pairs: &[(&str, &str)]| {
+            Arc::new(
+                pairs
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), set_statement(n, v)))
+                    .collect::<Settings>(),
+            )
+        };
+        let client = map(&[("application_name", "a")]);
+        let mut server = map(&[("application_name", "a")]);
+        assert_eq!(sync(&client, &mut server), None, "equal content");
+        assert!(Arc::ptr_eq(&client, &server), "then shared");
+        assert_eq!(sync(&client, &mut server), None);
+
+        let other = map(&[("timezone", "UTC")]);
+        let sql = sync(&other, &mut server).expect("different settings");
+        assert!(
+            sql.contains("'timezone', 'UTC'") && sql.contains("RESET application_name"),
+            "{sql}"
+        );
+        assert!(Arc::ptr_eq(&other, &server));
+    }
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -21,7 +21,7 @@ pub async fn reset_server(conn: &mut PooledConn, sql: &str) {
         Ok(Ok(true))
     );
     if ok {
-        conn.session_settings.clear();
+        conn.session_settings = Default::default();
         conn.prepared.clear();
     } else {
         conn.broken = true;

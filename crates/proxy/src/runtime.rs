@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -17,11 +17,16 @@ use pgpilot_sql::Analyzer;
 use crate::backends::Backends;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
+use crate::params::Settings as ClientSettings;
 use crate::relations::RelationCatalog;
 use crate::statements::StatementRegistry;
 
 /// Bound on distinct query texts whose analysis is cached.
 const ANALYSIS_CACHE: usize = 10_000;
+
+/// Bound on distinct client startup settings shared (beyond it, a client's
+/// settings are its own: correct, only compared by content).
+const MAX_INTERNED_SETTINGS: usize = 4096;
 
 /// Proxy-wide counters not tied to one pool.
 #[derive(Debug, Default)]
@@ -75,6 +80,8 @@ pub struct Runtime {
     pub peers: crate::peers::PeerLink,
     /// SCRAM verifiers derived from plaintext passwords, by (user, password).
     scram_cache: Mutex<HashMap<(String, String), ScramSecret>>,
+    /// Distinct client startup settings in use (see [`Runtime::intern_settings`]).
+    settings_in_use: Mutex<HashMap<ClientSettings, Weak<ClientSettings>>>,
 }
 
 /// Insight settings from the proxy settings' `[insight]` table. Limits
@@ -153,6 +160,7 @@ impl Runtime {
             wal: Default::default(),
             peers: crate::peers::PeerLink::new(),
             scram_cache: Mutex::new(HashMap::new()),
+            settings_in_use: Mutex::new(HashMap::new()),
         })
     }
 
@@ -164,6 +172,24 @@ impl Runtime {
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         self.settings.store(Arc::new(settings));
+    }
+
+    /// One shared map per distinct set of client startup settings: a
+    /// server connection that took one client's settings then matches the
+    /// next such client by pointer, with no map comparison per checkout.
+    pub fn intern_settings(&self, settings: &ClientSettings) -> Arc<ClientSettings> {
+        let mut in_use = self.settings_in_use.lock();
+        if let Some(shared) = in_use.get(settings).and_then(Weak::upgrade) {
+            return shared;
+        }
+        if in_use.len() >= MAX_INTERNED_SETTINGS {
+            in_use.retain(|_, w| w.strong_count() > 0);
+        }
+        let shared = Arc::new(settings.clone());
+        if in_use.len() < MAX_INTERNED_SETTINGS {
+            in_use.insert(settings.clone(), Arc::downgrade(&shared));
+        }
+        shared
     }
 
     /// The SCRAM verifier for `user` whose configured secret is `password`

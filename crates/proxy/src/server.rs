@@ -6,6 +6,8 @@
 //! are slotted in where they belong. ReadyForQuery closes a transaction:
 //! session effects are committed and the server goes back to the pool.
 
+use std::sync::Arc;
+
 use bytes::Buf;
 use pgpilot_sql::SessionEffect;
 use pgpilot_wire::backend::{self, TransactionStatus};
@@ -318,20 +320,20 @@ impl Session {
         for effect in effects {
             match effect {
                 SessionEffect::Set { name, statement } => {
-                    server
-                        .session_settings
+                    Arc::make_mut(&mut server.session_settings)
                         .insert(name.clone(), statement.clone());
-                    self.settings.insert(name, statement);
+                    Arc::make_mut(&mut self.settings).insert(name, statement);
                 }
                 SessionEffect::Reset { name } => {
-                    server.session_settings.remove(&name);
+                    Arc::make_mut(&mut server.session_settings).remove(&name);
+                    let settings = Arc::make_mut(&mut self.settings);
                     match self.startup_settings.get(&name) {
-                        Some(s) => self.settings.insert(name, s.clone()),
-                        None => self.settings.remove(&name),
+                        Some(s) => settings.insert(name, s.clone()),
+                        None => settings.remove(&name),
                     };
                 }
                 SessionEffect::ResetAll | SessionEffect::DiscardAll => {
-                    server.session_settings.clear();
+                    server.session_settings = Default::default();
                     self.settings = self.startup_settings.clone();
                     if effect == SessionEffect::DiscardAll {
                         server.prepared.clear();
@@ -373,10 +375,9 @@ impl Session {
         let Some(server) = self.server.as_mut() else {
             return;
         };
-        if let Some(sql) = crate::params::sync_sql(&self.settings, &server.session_settings) {
+        if let Some(sql) = crate::params::sync(&self.settings, &mut server.session_settings) {
             pgpilot_wire::frontend::query(&mut self.server_out, &sql);
             self.expect.push(Expect::Query { hidden: true });
-            server.session_settings = self.settings.clone();
         }
     }
 }

@@ -112,12 +112,12 @@ pub struct Session {
     pub(crate) expect: ExpectQueue,
     /// The client's named prepared statements.
     pub(crate) statements: ClientStatements,
-    /// The client's current session settings.
-    pub(crate) settings: Settings,
+    /// The client's current session settings (shared until changed).
+    pub(crate) settings: Arc<Settings>,
     /// Session effects sent to the server and not yet answered.
     pub(crate) pending: PendingEffects,
     /// The settings from its startup packet (what RESET returns to).
-    pub(crate) startup_settings: Settings,
+    pub(crate) startup_settings: Arc<Settings>,
     /// Set once the client did something that ties it to its server.
     pub(crate) pinned: Option<PinReason>,
     /// Session pool mode: the server is held until disconnect.
@@ -162,7 +162,7 @@ enum Event {
 impl Session {
     pub fn new(rt: Arc<Runtime>, client: TcpStream, login: Login) -> Session {
         let settings = rt.settings.load();
-        let startup = login.request.settings.clone();
+        let startup = rt.intern_settings(&login.request.settings);
         let mut session = Session {
             client,
             client_in: login.leftover,

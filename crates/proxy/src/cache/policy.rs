@@ -142,7 +142,7 @@ impl Session {
         let mut k = KeyBuilder::new();
         k.part(self.user.name.as_bytes())
             .part(self.database.as_bytes());
-        for (name, statement) in &self.settings {
+        for (name, statement) in self.settings.iter() {
             k.part(name.as_bytes()).part(statement.as_bytes());
         }
         let key = k.finish().0;
