@@ -215,13 +215,7 @@ impl Pool {
 
     /// Under the lock: an idle connection, a permit to open one, or a place in line.
     fn try_grant(&self, now: Instant) -> std::result::Result<Grant, InLine> {
-        let max_lifetime;
-        let max_size;
-        {
-            let limits = self.inner.limits.read();
-            max_lifetime = limits.max_lifetime;
-            max_size = limits.max_size;
-        }
+        let (max_lifetime, max_size) = self.lifetime_and_size();
         let mut st = self.inner.state.lock();
         if st.closed {
             let (_tx, rx) = oneshot::channel();
@@ -251,6 +245,13 @@ impl Pool {
         });
         let start_sweeper = !std::mem::replace(&mut st.sweeping, true);
         Err(InLine { rx, start_sweeper })
+    }
+
+    /// The two limits every checkout and return checks, read without
+    /// copying the whole [`PoolLimits`].
+    fn lifetime_and_size(&self) -> (Duration, usize) {
+        let limits = self.inner.limits.read();
+        (limits.max_lifetime, limits.max_size)
     }
 
     /// Times out waiters: one task and one timer per pool while anyone
@@ -381,10 +382,7 @@ impl Pool {
 
     /// Takes `conn` back at `now`: to the oldest waiter, else to the idle list.
     fn release_at(&self, mut conn: Conn, now: Instant) {
-        let (max_lifetime, max_size) = {
-            let limits = self.inner.limits.read();
-            (limits.max_lifetime, limits.max_size)
-        };
+        let (max_lifetime, max_size) = self.lifetime_and_size();
         let expired = now.saturating_duration_since(conn.created) >= max_lifetime;
         let mut st = self.inner.state.lock();
         if conn.broken || expired || st.closed || st.total > max_size {

@@ -134,11 +134,13 @@ impl Session {
                 &settings,
                 &self.user,
                 &self.database,
-                intent,
+                route::Attempt {
+                    intent,
+                    exclude: &exclude,
+                    now,
+                },
                 &mut self.ryw,
-                &exclude,
                 &mut self.pool_memo,
-                now,
             )
             .map_err(no_server)?;
             match choice.pool.checkout_at(now).await {

@@ -153,7 +153,7 @@ pub fn sync(client: &Arc<Settings>, server: &mut Arc<Settings>) -> Option<String
 
 /// The SQL that turns a server's settings into the client's, or `None`
 /// when they already match.
-pub fn sync_sql(client: &Settings, server: &Settings) -> Option<String> {
+fn sync_sql(client: &Settings, server: &Settings) -> Option<String> {
     if client == server {
         return None;
     }

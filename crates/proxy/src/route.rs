@@ -132,20 +132,30 @@ pub fn statement_intent(
     }
 }
 
-/// Picks the server for a transaction with `intent`, skipping `exclude`
-/// (servers that just failed for this request).
-#[allow(clippy::too_many_arguments)]
+/// One attempt at finding a server: what the transaction needs, the
+/// servers that already failed it, and the clock reading it is judged at.
+pub struct Attempt<'a> {
+    pub intent: Intent,
+    pub exclude: &'a [u32],
+    pub now: Instant,
+}
+
+/// Picks the server for a transaction with `attempt.intent`, skipping
+/// `attempt.exclude` (servers that just failed for this request).
 pub fn choose(
     backends: &Backends,
     settings: &Settings,
     user: &User,
     database: &str,
-    intent: Intent,
+    attempt: Attempt<'_>,
     ryw: &mut ReadYourWrites,
-    exclude: &[u32],
     memo: &mut PoolMemo,
-    now: Instant,
 ) -> Result<Choice, NoServer> {
+    let Attempt {
+        intent,
+        exclude,
+        now,
+    } = attempt;
     let r = &settings.routing;
     if intent == Intent::Read && r.enabled {
         if let Some(choice) = choose_replica(backends, settings, user, database, ryw, exclude, now)
