@@ -213,6 +213,29 @@ impl Pool {
         }
     }
 
+    /// An idle, live connection lent at once, or `None` (the pool is
+    /// closed, has none idle, or the one it had was dead): then
+    /// [`Pool::checkout_at`] opens one or waits. Needs no future, so the
+    /// common case of a checkout costs no allocation.
+    pub fn try_idle(&self, now: Instant) -> Option<PooledConn> {
+        let (max_lifetime, _) = self.lifetime_and_size();
+        let conn = {
+            let mut st = self.inner.state.lock();
+            if st.closed {
+                return None;
+            }
+            pop_live(&mut st, now, max_lifetime)?
+        };
+        if !conn.is_alive() {
+            self.discard(conn);
+            return None;
+        }
+        Some(PooledConn {
+            conn: Some(conn),
+            pool: self.clone(),
+        })
+    }
+
     /// Under the lock: an idle connection, a permit to open one, or a place in line.
     fn try_grant(&self, now: Instant) -> std::result::Result<Grant, InLine> {
         let (max_lifetime, max_size) = self.lifetime_and_size();
@@ -224,11 +247,8 @@ impl Pool {
                 start_sweeper: false,
             });
         }
-        while let Some(conn) = st.idle.pop() {
-            if now.saturating_duration_since(conn.created) < max_lifetime {
-                return Ok(Grant::Conn(conn));
-            }
-            st.total -= 1;
+        if let Some(conn) = pop_live(&mut st, now, max_lifetime) {
+            return Ok(Grant::Conn(conn));
         }
         if st.total < max_size {
             st.total += 1;
@@ -487,6 +507,18 @@ fn hand_to_waiter(st: &mut State, grant: Grant) -> Option<Grant> {
         }
     }
     grant
+}
+
+/// The most recently returned idle connection younger than `max_lifetime`;
+/// older ones popped on the way are closed.
+fn pop_live(st: &mut State, now: Instant, max_lifetime: Duration) -> Option<Conn> {
+    while let Some(conn) = st.idle.pop() {
+        if now.saturating_duration_since(conn.created) < max_lifetime {
+            return Some(conn);
+        }
+        st.total -= 1;
+    }
+    None
 }
 
 fn expire_idle(st: &mut State, limits: &PoolLimits) {

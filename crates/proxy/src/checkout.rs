@@ -23,6 +23,13 @@ use crate::session::{Session, Txn};
 /// Servers tried for one read before giving up.
 const READ_ATTEMPTS: usize = 3;
 
+/// A routing decision already made for a checkout, and the clock reading
+/// it was made with.
+struct First {
+    choice: route::Choice,
+    now: Instant,
+}
+
 impl Session {
     /// What the statement `analysis` needs, noting possible writes for
     /// read-your-writes. A read sent to the primary by a hint or by
@@ -96,10 +103,14 @@ impl Session {
         if self.server.is_some() {
             return Ok(());
         }
-        // Boxed: a checkout (routing, pool wait) is a large future needed
-        // once per transaction; inline, it would make the future of every
-        // message handler that may check out (all of them) as large.
-        let result = Box::pin(self.checkout_routed()).await;
+        let first = match self.adopt_idle() {
+            Ok(()) => return Ok(()),
+            Err(first) => first,
+        };
+        // Boxed: a checkout that opens a connection or waits is a large
+        // future; inline, it would make the future of every message
+        // handler that may check out (all of them) as large.
+        let result = Box::pin(self.checkout_routed(first)).await;
         if result.is_err() {
             // The message that needed a server will not run, nor will its effects.
             self.pending.discard_open();
@@ -107,42 +118,93 @@ impl Session {
         result
     }
 
-    async fn checkout_routed(&mut self) -> Result<(), SessionError> {
+    /// The common case without a future: the routed pool has an idle
+    /// connection. Otherwise returns the routing decision made (if any),
+    /// for [`Session::checkout_routed`] to wait on.
+    fn adopt_idle(&mut self) -> Result<(), Option<First>> {
+        if self.cache.fill_on_primary {
+            return Err(None);
+        }
+        let intent = self.next_intent;
+        if intent == Intent::Read {
+            self.merge_shared_writes();
+        }
+        let now = self.clock.now();
+        let settings = self.rt.settings.load();
+        let choice = self.route(&settings, intent, &[], now).map_err(|_| None)?;
+        let Some(conn) = choice.pool.try_idle(now) else {
+            return Err(Some(First { choice, now }));
+        };
+        self.next_intent = Intent::Write;
+        self.adopt_server(conn, now);
+        self.backend = Some(choice.backend);
+        Ok(())
+    }
+
+    /// Where a statement of `intent` goes now, `exclude` aside.
+    fn route(
+        &mut self,
+        settings: &pgpilot_config::Settings,
+        intent: Intent,
+        exclude: &[u32],
+        now: Instant,
+    ) -> Result<route::Choice, NoServer> {
+        let attempt = route::Attempt {
+            intent,
+            exclude,
+            now,
+        };
+        route::choose(
+            &self.rt.backends,
+            settings,
+            &self.user,
+            &self.database,
+            attempt,
+            &mut self.ryw,
+            &mut self.pool_memo,
+        )
+    }
+
+    async fn checkout_routed(&mut self, first: Option<First>) -> Result<(), SessionError> {
         let intent = std::mem::replace(&mut self.next_intent, Intent::Write);
+        if let Some(first) = first {
+            return self.checkout_for(intent, Some(first)).await;
+        }
         if std::mem::take(&mut self.cache.fill_on_primary) && intent == Intent::Read {
             // A cache fill prefers the primary; if it cannot serve, the read
             // runs as usual (and is not captured: see `start_fill`).
-            if self.checkout_for(Intent::Write).await.is_ok() {
+            if self.checkout_for(Intent::Write, None).await.is_ok() {
                 return Ok(());
             }
         }
-        self.checkout_for(intent).await
+        self.checkout_for(intent, None).await
     }
 
-    async fn checkout_for(&mut self, intent: Intent) -> Result<(), SessionError> {
+    /// Checks out a server for `intent`, starting from `first` (a routing
+    /// decision already made for it) when given.
+    async fn checkout_for(
+        &mut self,
+        intent: Intent,
+        mut first: Option<First>,
+    ) -> Result<(), SessionError> {
         let settings = self.rt.settings.load_full();
-        if intent == Intent::Read {
+        if intent == Intent::Read && first.is_none() {
             self.merge_shared_writes();
         }
         let mut exclude = Vec::new();
         loop {
-            // One clock reading serves routing, the pool and (when nothing
-            // had to wait) the transaction's start.
-            let now = Instant::now();
-            let choice = route::choose(
-                &self.rt.backends,
-                &settings,
-                &self.user,
-                &self.database,
-                route::Attempt {
-                    intent,
-                    exclude: &exclude,
-                    now,
-                },
-                &mut self.ryw,
-                &mut self.pool_memo,
-            )
-            .map_err(no_server)?;
+            let First { choice, now } = match first.take() {
+                Some(first) => first,
+                None => {
+                    // One clock reading serves routing, the pool and (when
+                    // nothing had to wait) the transaction's start.
+                    let now = Instant::now();
+                    let choice = self
+                        .route(&settings, intent, &exclude, now)
+                        .map_err(no_server)?;
+                    First { choice, now }
+                }
+            };
             match choice.pool.checkout_at(now).await {
                 Ok((conn, handed_over)) => {
                     self.adopt_server(conn, handed_over);
@@ -176,6 +238,7 @@ impl Session {
             self.expect.push(Expect::Query { hidden: true });
         }
         self.txn = Txn::new(now);
+        self.clock.set(now);
         self.server_farewell = None;
         self.server = Some(conn);
     }
@@ -185,7 +248,7 @@ impl Session {
     pub(crate) fn end_transaction(&mut self) {
         self.invalidate_written();
         if std::mem::take(&mut self.wrote) {
-            let now = Instant::now();
+            let now = self.clock.now();
             self.ryw.last_write = Some(now);
             self.ryw.needed_lsn = None;
             if let Some(key) = self.wrote_key.take() {
@@ -199,7 +262,7 @@ impl Session {
         let Some(conn) = self.server.take() else {
             return;
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         self.cancel.set(None);
         self.flush_stats(&conn, now);
         self.backend = None;

@@ -161,20 +161,21 @@ impl Session {
         &mut self,
         text: &[u8],
         sql: &str,
-    ) -> (Bytes, pgpilot_sql::Analysis) {
+    ) -> (std::sync::Arc<[u8]>, pgpilot_sql::Analysis) {
         if let Some((last, analysis)) = &self.last_analysis {
             if last.as_ref() == text {
                 return (last.clone(), analysis.clone());
             }
         }
-        let owned = Bytes::copy_from_slice(text);
+        let owned: std::sync::Arc<[u8]> = std::sync::Arc::from(text);
+        let prev = self.last_analysis.as_ref().map(|(_, a)| a);
         let analysis = if self.cache_on() {
             // The result cache will want the exact key too: one lexical pass.
-            let (analysis, exact) = self.rt.analyzer.analyze_with_exact_key(sql);
+            let (analysis, exact) = self.rt.analyzer.analyze_with_exact_key(sql, prev);
             self.cache.last_exact = Some((owned.clone(), exact));
             analysis
         } else {
-            self.rt.analyzer.analyze(sql)
+            self.rt.analyzer.analyze_after(sql, prev)
         };
         self.last_analysis = Some((owned.clone(), analysis.clone()));
         (owned, analysis)

@@ -17,6 +17,7 @@ pub mod cancel;
 mod checkout;
 mod client;
 pub mod client_auth;
+mod clock;
 mod effects;
 pub mod error;
 pub mod expect;

@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use pgpilot_insight::{Location, NPlusOneEvent, NPlusOneTracker, QueryEvent, Sent, Shape};
 use pgpilot_wire::backend::TransactionStatus;
 
@@ -23,10 +22,10 @@ pub(crate) struct Statement {
     /// The analyzer's shape key.
     pub key: u128,
     /// The SQL text (a slice of the client's message or of the registry).
-    pub sql: Bytes,
+    pub sql: Arc<[u8]>,
     /// The body of the Bind that made the portal (extended protocol):
     /// parameter values, decoded only for the slow log.
-    pub bind: Option<Bytes>,
+    pub bind: Option<Arc<[u8]>>,
 }
 
 impl Statement {
@@ -34,7 +33,7 @@ impl Statement {
     /// copied (tens of bytes): a slice would pin the client's read buffer
     /// and make every later read allocate a new one.
     pub fn bound(self, frame: &pgpilot_wire::Frame) -> Statement {
-        let body = Bytes::copy_from_slice(frame.body());
+        let body = Arc::from(frame.body());
         Statement {
             bind: Some(body),
             ..self
@@ -106,7 +105,7 @@ impl Session {
         self.observer.inflight.push_back(InFlight {
             kind,
             stmt,
-            start: Instant::now(),
+            start: self.clock.now(),
             location,
             rows: 0,
             error: None,
@@ -157,7 +156,7 @@ impl Session {
         let Some(f) = self.observer.inflight.pop_front() else {
             return;
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         let Ok(sql) = std::str::from_utf8(&f.stmt.sql) else {
             return;
         };

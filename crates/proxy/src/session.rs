@@ -105,7 +105,7 @@ pub struct Session {
     /// Query insight bookkeeping.
     pub(crate) observer: Observer,
     /// The last text analyzed and its analysis (see `analyze_text`).
-    pub(crate) last_analysis: Option<(bytes::Bytes, pgpilot_sql::Analysis)>,
+    pub(crate) last_analysis: Option<(std::sync::Arc<[u8]>, pgpilot_sql::Analysis)>,
     /// Bytes for the server not yet written.
     pub(crate) server_out: BytesMut,
     /// Responses awaited from the server, in order.
@@ -149,6 +149,8 @@ pub struct Session {
     pub(crate) bytes_out: u64,
     /// Flips every turn of the event loop (see `next_event`).
     turn: bool,
+    /// The clock reading of the event being handled.
+    pub(crate) clock: crate::clock::EventClock,
 }
 
 /// What woke the loop.
@@ -205,6 +207,7 @@ impl Session {
             bytes_in: 0,
             bytes_out: 0,
             turn: false,
+            clock: Default::default(),
             rt: rt.clone(),
         };
         session.pool.stats().clients.fetch_add(1, Relaxed);
@@ -231,7 +234,9 @@ impl Session {
         loop {
             let flushed = self.try_flush();
             self.survive_server_failure(flushed)?;
-            match self.next_event().await? {
+            let event = self.next_event().await?;
+            self.clock.reset();
+            match event {
                 None => return Ok(()),
                 Some(Event::ClientReadable) => {
                     if !self.read_client()? {

@@ -19,7 +19,7 @@ pub struct Statement {
     pub id: u64,
     /// SQL text.
     /// (Reference-counted: insight keeps slices of it per execution.)
-    pub query: bytes::Bytes,
+    pub query: Arc<[u8]>,
     /// Parameter count and OIDs, as in the client's Parse.
     pub param_types: Box<[u8]>,
     /// Server-side name, NUL-free, precomputed for the hot path.
@@ -59,7 +59,7 @@ impl StatementRegistry {
         let id = inner.next_id;
         let stmt = Arc::new(Statement {
             id,
-            query: bytes::Bytes::copy_from_slice(query),
+            query: Arc::from(query),
             param_types: key.1.clone(),
             server_name: format!("PGPILOT_{id}").into_bytes().into_boxed_slice(),
             analysis: std::sync::OnceLock::new(),

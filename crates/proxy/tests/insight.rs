@@ -187,3 +187,51 @@ async fn n_plus_one_and_lints_are_found_and_a_clean_workload_is_quiet() {
         );
     }
 }
+
+/// A statement's recorded duration is its run on the server: not the time
+/// it waited for a pooled connection, nor the client's pause between its
+/// Bind and its Execute (one clock reading serves each socket event, so a
+/// stale reading would show up here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_exclude_the_pool_wait_and_client_pauses() {
+    use common::hand_client::{bind, execute, parse, sync, HandClient};
+    let env = Env::start("max_size = 1\ncheckout_timeout = \"5s\"").await;
+    let holder = env.client().await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = env.client().await;
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let q = "SELECT relname FROM pg_class LIMIT 1";
+        waiter.simple_query(q).await.unwrap();
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    let waited = waiting.await.unwrap();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "it did wait: {waited:?}"
+    );
+
+    let mut c = HandClient::connect(env.proxy.addr, "app", "app-secret", "app").await;
+    c.send(|b| {
+        parse(b, "", "SELECT oid FROM pg_class LIMIT 1");
+        bind(b, "");
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(|b| {
+        execute(b);
+        sync(b);
+    })
+    .await;
+    c.until_ready().await;
+
+    let top = env.proxy.rt.insight.top(TopBy::Calls, 50, Instant::now());
+    // (Distinct fingerprints: pg_query's fingerprint ignores aliases.)
+    for needle in ["SELECT relname", "SELECT oid"] {
+        let q = fingerprint_of(&top, needle);
+        assert_eq!(q.calls, 1, "{needle}");
+        assert!(q.p99_ms < 150.0, "{needle}: {} ms recorded", q.p99_ms);
+    }
+}

@@ -71,17 +71,26 @@ impl Analyzer {
     /// Analyzes `sql`. A query shape seen before costs one lexical pass and
     /// a cache lookup; no parse, no allocation beyond reference counts.
     pub fn analyze(&self, sql: &str) -> Analysis {
-        self.analyze_scanned(sql, lexer::scan(sql))
+        self.analyze_scanned(sql, lexer::scan(sql), None)
     }
 
-    /// [`Analyzer::analyze`] and [`exact_key`] of `sql` from one lexical pass.
-    pub fn analyze_with_exact_key(&self, sql: &str) -> (Analysis, u128) {
+    /// [`Analyzer::analyze`], taking the classification from `prev` when
+    /// `sql` has its shape (a session's next query often has its last
+    /// one's shape): no shared cache lookup then.
+    pub fn analyze_after(&self, sql: &str, prev: Option<&Analysis>) -> Analysis {
+        self.analyze_scanned(sql, lexer::scan(sql), prev)
+    }
+
+    /// [`Analyzer::analyze_after`] and [`exact_key`] of `sql` from one
+    /// lexical pass.
+    pub fn analyze_with_exact_key(&self, sql: &str, prev: Option<&Analysis>) -> (Analysis, u128) {
         let (scan, exact) = lexer::scan_with_exact_key(sql);
-        (self.analyze_scanned(sql, scan), exact)
+        (self.analyze_scanned(sql, scan, prev), exact)
     }
 
-    fn analyze_scanned(&self, sql: &str, scan: lexer::Scan) -> Analysis {
-        let class = match self.classes.get(&scan.key) {
+    fn analyze_scanned(&self, sql: &str, scan: lexer::Scan, prev: Option<&Analysis>) -> Analysis {
+        let known = prev.filter(|p| p.key == scan.key).map(|p| p.class.clone());
+        let class = match known.or_else(|| self.classes.get(&scan.key)) {
             Some(c) => c,
             None => {
                 let c = Arc::new(parse_classification(sql));
@@ -144,6 +153,25 @@ mod tests {
         assert!(Arc::ptr_eq(&x.class, &y.class));
         assert_eq!(x.class.target, Target::Replica);
         assert_eq!(a.cached(), 1);
+    }
+
+    #[test]
+    fn the_previous_analysis_serves_only_its_own_shape() {
+        let a = Analyzer::new(100);
+        let read = a.analyze("SELECT * FROM t WHERE id = 1");
+        // A class from elsewhere with the read's key: reused only if the
+        // shape matches, which shows no shared lookup happened.
+        let planted = Analysis {
+            class: Arc::new(Classification::default()),
+            ..read.clone()
+        };
+        let same = a.analyze_after("select * from t where id = 7", Some(&planted));
+        assert!(Arc::ptr_eq(&same.class, &planted.class));
+        let other = a.analyze_after("DELETE FROM t WHERE id = 7", Some(&planted));
+        assert!(!Arc::ptr_eq(&other.class, &planted.class));
+        assert_eq!(other.class.target, Target::Primary);
+        let set = a.analyze_after("SET search_path TO b", Some(&planted));
+        assert!(!set.effects.is_empty(), "effects come from the text itself");
     }
 
     #[test]

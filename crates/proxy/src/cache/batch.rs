@@ -60,7 +60,10 @@ impl Session {
             return QueryPath::Run(None);
         };
         let key = self.cache_key(&plan, Protocol::Simple, &[], &[]);
-        match self.decide(key, &plan).await {
+        let decision = self.decide(key, &plan).await;
+        // A lookup may have waited (Redis, a coalesced fill).
+        self.clock.reset();
+        match decision {
             Decision::Hit(response) => {
                 // Two emits, not a copy of the result into a new buffer first.
                 self.emit(response);
@@ -232,7 +235,11 @@ impl Session {
 
     /// The cache plan of a text just analyzed (a simple Query's or an
     /// unnamed Parse's), its exact key memoized for a repeated text.
-    fn text_plan(&mut self, sql: &Bytes, analysis: &pgpilot_sql::Analysis) -> Option<Plan> {
+    fn text_plan(
+        &mut self,
+        sql: &std::sync::Arc<[u8]>,
+        analysis: &pgpilot_sql::Analysis,
+    ) -> Option<Plan> {
         let computed = std::cell::Cell::new(None);
         let exact = || {
             let key = self.simple_exact(sql);
@@ -247,7 +254,7 @@ impl Session {
     }
 
     /// The simple query `sql`'s exact key, memoized for a repeated text.
-    fn simple_exact(&self, sql: &Bytes) -> u128 {
+    fn simple_exact(&self, sql: &[u8]) -> u128 {
         match &self.cache.last_exact {
             Some((text, key)) if text.as_ptr() == sql.as_ptr() && text.len() == sql.len() => *key,
             _ => pgpilot_sql::exact_key(std::str::from_utf8(sql).unwrap_or_default()),
@@ -327,6 +334,7 @@ impl Session {
             params,
         );
         let decision = self.decide(key, &plan).await;
+        self.clock.reset();
         match decision {
             Decision::Hit(response) => {
                 if let Some(parse) = &held.parse {

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use pgpilot_cache::{CacheKey, KeyBuilder, Protocol};
 use pgpilot_config::CacheConfig;
 use pgpilot_sql::{Analysis, Target};
@@ -22,7 +21,7 @@ use crate::session::Session;
 /// How one eligible statement is cached.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    pub sql: Bytes,
+    pub sql: std::sync::Arc<[u8]>,
     pub shape: u128,
     /// The text's literal-preserving normalized hash.
     pub exact: u128,
@@ -63,7 +62,7 @@ impl Session {
     /// must not be cached.
     pub(crate) fn cache_plan(
         &self,
-        sql: &Bytes,
+        sql: &std::sync::Arc<[u8]>,
         analysis: &Analysis,
         exact: impl FnOnce() -> u128,
     ) -> Option<Plan> {
