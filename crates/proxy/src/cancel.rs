@@ -6,6 +6,8 @@
 //! dropped otherwise, so a cancel can never hit another client's query.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{fence, AtomicU64};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -22,15 +24,79 @@ pub struct CancelTarget {
 }
 
 /// One client's cancel slot: its secret and its current server, if any.
+///
+/// Written on every checkout and release, read only for a CancelRequest,
+/// so the write side is two plain atomic stores: the server backend's
+/// (pid, key) packed in one word, and the server's address under a lock
+/// only when the client lands on another server (see [`CancelHandle`]).
 #[derive(Debug)]
 pub struct CancelSlot {
     key: i32,
-    target: Mutex<Option<CancelTarget>>,
+    /// The server backend's pid and key, packed; 0 while no server is held.
+    backend: AtomicU64,
+    /// The address of the server `backend` is on.
+    addr: Mutex<Option<Arc<str>>>,
 }
 
 impl CancelSlot {
-    pub fn set(&self, target: Option<CancelTarget>) {
-        *self.target.lock() = target;
+    fn new(key: i32) -> CancelSlot {
+        CancelSlot {
+            key,
+            backend: AtomicU64::new(0),
+            addr: Mutex::new(None),
+        }
+    }
+
+    /// The server backend to cancel, if the client holds one. A read that
+    /// races with the client moving to another server yields `None`.
+    fn target(&self) -> Option<CancelTarget> {
+        let packed = self.backend.load(Acquire);
+        if packed == 0 {
+            return None;
+        }
+        let addr = self.addr.lock().clone()?;
+        // The writer clears `backend` before it changes `addr`: seeing the
+        // same word again means `addr` belongs to it.
+        fence(Acquire);
+        if self.backend.load(Relaxed) != packed {
+            return None;
+        }
+        Some(CancelTarget {
+            addr,
+            pid: (packed >> 32) as u32 as i32,
+            key: packed as u32 as i32,
+        })
+    }
+}
+
+/// The session's side of its [`CancelSlot`]: remembers the address it
+/// last wrote, so a checkout on the same server stores one word.
+#[derive(Debug)]
+pub struct CancelHandle {
+    slot: Arc<CancelSlot>,
+    addr: Option<Arc<str>>,
+}
+
+impl CancelHandle {
+    pub fn new(slot: Arc<CancelSlot>) -> CancelHandle {
+        CancelHandle { slot, addr: None }
+    }
+
+    /// The client now runs on backend `pid` (secret `key`) of server `addr`.
+    pub fn point_at(&mut self, addr: &Arc<str>, pid: i32, key: i32) {
+        // Compared by content: each pooled connection has its own copy.
+        if self.addr.as_deref() != Some(&**addr) {
+            self.slot.backend.store(0, Release);
+            *self.slot.addr.lock() = Some(addr.clone());
+            self.addr = Some(addr.clone());
+        }
+        let packed = (u64::from(pid as u32) << 32) | u64::from(key as u32);
+        self.slot.backend.store(packed, Release);
+    }
+
+    /// The client holds no server: a cancel for it is dropped.
+    pub fn clear(&mut self) {
+        self.slot.backend.store(0, Release);
     }
 }
 
@@ -50,10 +116,7 @@ impl CancelRegistry {
                 continue;
             }
             let key = rand::random::<i32>();
-            let slot = Arc::new(CancelSlot {
-                key,
-                target: Mutex::new(None),
-            });
+            let slot = Arc::new(CancelSlot::new(key));
             slots.insert(pid, slot.clone());
             return (pid, key, slot);
         }
@@ -70,8 +133,7 @@ impl CancelRegistry {
         if slot.key != key {
             return None;
         }
-        let target = slot.target.lock().clone();
-        target
+        slot.target()
     }
 }
 
@@ -92,16 +154,40 @@ mod tests {
     fn wrong_key_or_idle_client_cancels_nothing() {
         let reg = CancelRegistry::default();
         let (pid, key, slot) = reg.register();
+        let mut handle = CancelHandle::new(slot);
         assert_eq!(reg.target(pid, key), None, "idle client: nothing to cancel");
+        let addr: Arc<str> = "127.0.0.1:1".into();
+        handle.point_at(&addr, 7, -9);
         let t = CancelTarget {
-            addr: "127.0.0.1:1".into(),
+            addr: addr.clone(),
             pid: 7,
-            key: 9,
+            key: -9,
         };
-        slot.set(Some(t.clone()));
         assert_eq!(reg.target(pid, key), Some(t));
         assert_eq!(reg.target(pid, key.wrapping_add(1)), None);
+        handle.clear();
+        assert_eq!(reg.target(pid, key), None, "released: nothing to cancel");
         reg.unregister(pid);
         assert_eq!(reg.target(pid, key), None);
+    }
+
+    #[test]
+    fn moving_to_another_server_moves_the_cancel() {
+        let reg = CancelRegistry::default();
+        let (pid, key, slot) = reg.register();
+        let mut handle = CancelHandle::new(slot);
+        let (a, b): (Arc<str>, Arc<str>) = ("10.0.0.1:5432".into(), "10.0.0.2:5432".into());
+        handle.point_at(&a, i32::MAX, i32::MIN);
+        let on_a = reg.target(pid, key).unwrap();
+        assert_eq!(
+            (&*on_a.addr, on_a.pid, on_a.key),
+            ("10.0.0.1:5432", i32::MAX, i32::MIN)
+        );
+        handle.clear();
+        handle.point_at(&b, 42, 0);
+        let on_b = reg.target(pid, key).unwrap();
+        assert_eq!((&*on_b.addr, on_b.pid, on_b.key), ("10.0.0.2:5432", 42, 0));
+        handle.point_at(&a, 43, 1);
+        assert_eq!(&*reg.target(pid, key).unwrap().addr, "10.0.0.1:5432");
     }
 }

@@ -13,7 +13,6 @@ use pgpilot_config::RywScope;
 use pgpilot_pool::{PoolStats, PooledConn};
 use pgpilot_sql::{Analysis, SessionEffect};
 
-use crate::cancel::CancelTarget;
 use crate::error::SessionError;
 use crate::expect::Expect;
 use crate::params;
@@ -228,11 +227,7 @@ impl Session {
     /// its settings in line with the client's (a hidden `SET …` ahead of the
     /// client's messages).
     pub(crate) fn adopt_server(&mut self, mut conn: PooledConn, now: Instant) {
-        self.cancel.set(Some(CancelTarget {
-            addr: conn.addr.clone(),
-            pid: conn.pid,
-            key: conn.key,
-        }));
+        self.cancel.point_at(&conn.addr, conn.pid, conn.key);
         if let Some(sql) = params::sync(&self.settings, &mut conn.session_settings) {
             pgpilot_wire::frontend::query(&mut self.server_out, &sql);
             self.expect.push(Expect::Query { hidden: true });
@@ -263,7 +258,7 @@ impl Session {
             return;
         };
         let now = self.clock.now();
-        self.cancel.set(None);
+        self.cancel.clear();
         self.flush_stats(&conn, now);
         self.backend = None;
         conn.release_at(now);
@@ -291,7 +286,7 @@ impl Session {
         }
         if let Some(mut conn) = self.server.take() {
             conn.broken = true;
-            self.cancel.set(None);
+            self.cancel.clear();
         }
         if self.holds_server() {
             return false;

@@ -161,13 +161,13 @@ impl Session {
         &mut self,
         text: &[u8],
         sql: &str,
-    ) -> (std::sync::Arc<[u8]>, pgpilot_sql::Analysis) {
+    ) -> (std::sync::Arc<str>, pgpilot_sql::Analysis) {
         if let Some((last, analysis)) = &self.last_analysis {
-            if last.as_ref() == text {
+            if last.as_bytes() == text {
                 return (last.clone(), analysis.clone());
             }
         }
-        let owned: std::sync::Arc<[u8]> = std::sync::Arc::from(text);
+        let owned: std::sync::Arc<str> = std::sync::Arc::from(sql);
         let prev = self.last_analysis.as_ref().map(|(_, a)| a);
         let analysis = if self.cache_on() {
             // The result cache will want the exact key too: one lexical pass.
@@ -365,7 +365,8 @@ impl Session {
             return None;
         };
         // Every execution counts for read-your-writes, not only the first.
-        if let Ok(sql) = std::str::from_utf8(&stmt.query) {
+        if let Some(text) = &stmt.sql {
+            let sql: &str = text;
             let analysis = stmt
                 .analysis
                 .get_or_init(|| self.rt.analyzer.analyze(sql))
@@ -374,7 +375,7 @@ impl Session {
             self.next_intent = self.intent_of(&analysis);
             self.observer.last = Some(crate::observe::Statement {
                 key: analysis.key,
-                sql: stmt.query.clone(),
+                sql: text.clone(),
                 bind: None,
             });
         }

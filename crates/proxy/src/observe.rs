@@ -21,8 +21,9 @@ use crate::session::Session;
 pub(crate) struct Statement {
     /// The analyzer's shape key.
     pub key: u128,
-    /// The SQL text (a slice of the client's message or of the registry).
-    pub sql: Arc<[u8]>,
+    /// The SQL text (shared with the session's last analysis or the
+    /// statement registry); statements not in UTF-8 are not observed.
+    pub sql: Arc<str>,
     /// The body of the Bind that made the portal (extended protocol):
     /// parameter values, decoded only for the slow log.
     pub bind: Option<Arc<[u8]>>,
@@ -157,9 +158,7 @@ impl Session {
             return;
         };
         let now = self.clock.now();
-        let Ok(sql) = std::str::from_utf8(&f.stmt.sql) else {
-            return;
-        };
+        let sql: &str = &f.stmt.sql;
         let insight = self.rt.insight.clone();
         let tags = pgpilot_insight::sqlcomment::parse(sql);
         let endpoint = insight.endpoint(&tags);

@@ -21,7 +21,7 @@ use pgpilot_wire::backend::TransactionStatus;
 use tokio::net::TcpStream;
 
 use crate::backends::Backend;
-use crate::cancel::CancelSlot;
+use crate::cancel::CancelHandle;
 use crate::effects::PendingEffects;
 use crate::error::{Result, SessionError};
 use crate::expect::{Expect, ExpectQueue};
@@ -105,7 +105,7 @@ pub struct Session {
     /// Query insight bookkeeping.
     pub(crate) observer: Observer,
     /// The last text analyzed and its analysis (see `analyze_text`).
-    pub(crate) last_analysis: Option<(std::sync::Arc<[u8]>, pgpilot_sql::Analysis)>,
+    pub(crate) last_analysis: Option<(std::sync::Arc<str>, pgpilot_sql::Analysis)>,
     /// Bytes for the server not yet written.
     pub(crate) server_out: BytesMut,
     /// Responses awaited from the server, in order.
@@ -141,7 +141,7 @@ pub struct Session {
     /// Prepared statements kept per server connection.
     pub(crate) max_prepared: usize,
     pub(crate) pid: i32,
-    pub(crate) cancel: Arc<CancelSlot>,
+    pub(crate) cancel: CancelHandle,
     /// Result-cache state: held batch, fills in progress, writes to invalidate.
     pub(crate) cache: crate::cache::SessionCache,
     /// Bytes moved since the last stats flush.
@@ -202,7 +202,7 @@ impl Session {
             max_message: settings.max_message_size,
             max_prepared: settings.pool.max_prepared_statements,
             pid: login.pid,
-            cancel: login.cancel,
+            cancel: CancelHandle::new(login.cancel),
             cache: Default::default(),
             bytes_in: 0,
             bytes_out: 0,

@@ -20,6 +20,9 @@ pub struct Statement {
     /// SQL text.
     /// (Reference-counted: insight keeps slices of it per execution.)
     pub query: Arc<[u8]>,
+    /// `query` as text, when it is UTF-8 (insight and the result cache
+    /// look only at those).
+    pub sql: Option<Arc<str>>,
     /// Parameter count and OIDs, as in the client's Parse.
     pub param_types: Box<[u8]>,
     /// Server-side name, NUL-free, precomputed for the hot path.
@@ -60,6 +63,7 @@ impl StatementRegistry {
         let stmt = Arc::new(Statement {
             id,
             query: Arc::from(query),
+            sql: std::str::from_utf8(query).ok().map(Arc::from),
             param_types: key.1.clone(),
             server_name: format!("PGPILOT_{id}").into_bytes().into_boxed_slice(),
             analysis: std::sync::OnceLock::new(),

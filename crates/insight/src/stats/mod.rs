@@ -169,14 +169,15 @@ impl QueryStore {
         let now_us = self.clock.unix_micros(now);
         let fingerprint = ev.shape.fingerprint;
         let mut inner = self.inner.lock();
-        if !inner.entries.contains_key(&fingerprint) {
-            inner.make_room(self.limits.max_fingerprints);
+        match inner.entries.get_mut(&fingerprint) {
+            Some(entry) => entry.record(ev, us, now_us),
+            None => {
+                inner.make_room(self.limits.max_fingerprints);
+                let mut entry = Entry::new(ev.shape.clone(), self.limits.histogram_sigfig, now_us);
+                entry.record(ev, us, now_us);
+                inner.entries.insert(fingerprint, entry);
+            }
         }
-        let entry = inner
-            .entries
-            .entry(fingerprint)
-            .or_insert_with(|| Entry::new(ev.shape.clone(), self.limits.histogram_sigfig, now_us));
-        entry.record(ev, us, now_us);
         if let Some(endpoint) = &ev.endpoint {
             inner
                 .endpoints

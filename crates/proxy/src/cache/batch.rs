@@ -211,15 +211,16 @@ impl Session {
         let Some(stmt) = self.statements.get(bind.statement).cloned() else {
             return false;
         };
-        let Ok(sql) = std::str::from_utf8(&stmt.query) else {
+        let Some(text) = stmt.sql.clone() else {
             return false;
         };
+        let sql: &str = &text;
         let analysis = stmt
             .analysis
             .get_or_init(|| self.rt.analyzer.analyze(sql))
             .clone();
         let exact = || *stmt.exact.get_or_init(|| pgpilot_sql::exact_key(sql));
-        let Some(plan) = self.cache_plan(&stmt.query, &analysis, exact) else {
+        let Some(plan) = self.cache_plan(&text, &analysis, exact) else {
             return false;
         };
         self.cache.held = Some(Box::new(Held {
@@ -237,7 +238,7 @@ impl Session {
     /// unnamed Parse's), its exact key memoized for a repeated text.
     fn text_plan(
         &mut self,
-        sql: &std::sync::Arc<[u8]>,
+        sql: &std::sync::Arc<str>,
         analysis: &pgpilot_sql::Analysis,
     ) -> Option<Plan> {
         let computed = std::cell::Cell::new(None);
@@ -254,10 +255,10 @@ impl Session {
     }
 
     /// The simple query `sql`'s exact key, memoized for a repeated text.
-    fn simple_exact(&self, sql: &[u8]) -> u128 {
+    fn simple_exact(&self, sql: &str) -> u128 {
         match &self.cache.last_exact {
             Some((text, key)) if text.as_ptr() == sql.as_ptr() && text.len() == sql.len() => *key,
-            _ => pgpilot_sql::exact_key(std::str::from_utf8(sql).unwrap_or_default()),
+            _ => pgpilot_sql::exact_key(sql),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::session::Session;
 /// How one eligible statement is cached.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    pub sql: std::sync::Arc<[u8]>,
+    pub sql: std::sync::Arc<str>,
     pub shape: u128,
     /// The text's literal-preserving normalized hash.
     pub exact: u128,
@@ -62,7 +62,7 @@ impl Session {
     /// must not be cached.
     pub(crate) fn cache_plan(
         &self,
-        sql: &std::sync::Arc<[u8]>,
+        sql: &std::sync::Arc<str>,
         analysis: &Analysis,
         exact: impl FnOnce() -> u128,
     ) -> Option<Plan> {
@@ -71,7 +71,7 @@ impl Session {
         if !config.active() || !self.cache_usable() {
             return None;
         }
-        let text = std::str::from_utf8(sql).ok()?;
+        let text: &str = sql;
         let class = &analysis.class;
         if class.cache.refusal.is_some()
             || class.target == Target::Primary
