@@ -6,8 +6,8 @@
 //! dropped otherwise, so a cancel can never hit another client's query.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{fence, AtomicU64};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -48,19 +48,18 @@ impl CancelSlot {
     }
 
     /// The server backend to cancel, if the client holds one. A read that
-    /// races with the client moving to another server yields `None`.
+    /// races with the client moving to another server yields `None` or the
+    /// new server's backend, never one server's address with another's key.
     fn target(&self) -> Option<CancelTarget> {
+        // Read under the address lock: the writer clears `backend` before
+        // it takes the lock to change `addr` and sets the new word after,
+        // so a word seen here belongs to the address seen here.
+        let addr = self.addr.lock();
         let packed = self.backend.load(Acquire);
         if packed == 0 {
             return None;
         }
-        let addr = self.addr.lock().clone()?;
-        // The writer clears `backend` before it changes `addr`: seeing the
-        // same word again means `addr` belongs to it.
-        fence(Acquire);
-        if self.backend.load(Relaxed) != packed {
-            return None;
-        }
+        let addr = addr.clone()?;
         Some(CancelTarget {
             addr,
             pid: (packed >> 32) as u32 as i32,

@@ -113,6 +113,9 @@ impl Session {
         if result.is_err() {
             // The message that needed a server will not run, nor will its effects.
             self.pending.discard_open();
+            // The failure may have come after a wait: the next message of
+            // this event must not start from the reading taken before it.
+            self.clock.reset();
         }
         result
     }

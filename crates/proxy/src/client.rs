@@ -183,6 +183,12 @@ impl Session {
 
     fn session_effects(&mut self, text: &[u8]) -> Vec<SessionEffect> {
         let Ok(sql) = std::str::from_utf8(text) else {
+            // Not analyzed (another client_encoding): nothing that follows
+            // (the result cache, insight, read-your-writes scope) may take
+            // the previous text's analysis for this one's.
+            self.last_analysis = None;
+            self.observer.last = None;
+            self.ryw_key = self.ryw_scope_key("");
             return Vec::new();
         };
         let (owned, analysis) = self.analyze_text(text, sql);

@@ -17,8 +17,7 @@ use parking_lot::Mutex;
 pub struct Statement {
     /// Proxy-wide id; the server-side name is `PGPILOT_<id>`.
     pub id: u64,
-    /// SQL text.
-    /// (Reference-counted: insight keeps slices of it per execution.)
+    /// SQL text as the client sent it (in its client_encoding).
     pub query: Arc<[u8]>,
     /// `query` as text, when it is UTF-8 (insight and the result cache
     /// look only at those).

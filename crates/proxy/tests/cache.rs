@@ -722,3 +722,38 @@ async fn the_unnamed_statement_a_hit_parsed_can_be_bound_again() {
     );
     assert!(String::from_utf8_lossy(&answer[1].body).contains("item 3"));
 }
+
+/// A simple query in another client_encoding (not UTF-8, so not analyzed)
+/// runs on the server: it used to be looked up in the cache under the
+/// previous query's analysis, and a cached SELECT's rows answered an UPDATE
+/// that never ran.
+#[tokio::test]
+async fn a_query_not_in_utf8_runs_instead_of_the_previous_ones_hit() {
+    use bytes::BufMut;
+    use common::hand_client::{tags, HandClient};
+    let env = start("").await;
+    let mut c = HandClient::connect(env.proxy.addr, "app", "app-secret", "app").await;
+    c.simple("SET client_encoding = 'LATIN1'").await;
+    let read = "SELECT name FROM items WHERE id = 7";
+    c.simple(read).await;
+    let before = hits(&env);
+    c.simple(read).await;
+    assert_eq!(hits(&env), before + 1, "baseline: the read is cached");
+    // LATIN1 'é' is the byte 0xE9, which is not UTF-8.
+    let update = b"UPDATE items SET name = '\xe9t\xe9' WHERE id = 7";
+    let answer = c
+        .round_trip(|b| {
+            b.put_u8(b'Q');
+            b.put_i32(4 + update.len() as i32 + 1);
+            b.put_slice(update);
+            b.put_u8(0);
+        })
+        .await;
+    assert_eq!(tags(&answer), "CZ", "UPDATE's CommandComplete: {answer:?}");
+    assert_eq!(
+        env.psql("SELECT name FROM items WHERE id = 7"),
+        "été",
+        "the update ran"
+    );
+    assert_eq!(hits(&env), before + 1, "no hit for the update");
+}

@@ -132,7 +132,7 @@ pub(crate) struct SessionCache {
     /// cleared when settings change.
     pub session_key: Option<u128>,
     /// The last simple-query text's literal-preserving hash (the text is
-    /// the `Bytes` the analysis memo hands back for a repeated query).
+    /// the one the analysis memo hands back for a repeated query).
     pub last_exact: Option<(std::sync::Arc<str>, u128)>,
     /// The analysis of the client's unnamed statement (its last unnamed
     /// Parse), for Binds of it in later batches.
