@@ -148,8 +148,6 @@ impl Session {
         }
     }
 
-    /// Pins the client for what `sql` does that cannot be replayed (at
-    /// once: pinning early is harmless) and returns its other session effects.
     /// The analysis of `sql`; a client that sends the same text again (an
     /// unnamed statement re-parsed every transaction, a repeated simple
     /// query) gets the previous answer without a lexer pass or a cache look-up.
@@ -162,10 +160,8 @@ impl Session {
         text: &[u8],
         sql: &str,
     ) -> (std::sync::Arc<str>, pgpilot_sql::Analysis) {
-        if let Some((last, analysis)) = &self.last_analysis {
-            if last.as_bytes() == text {
-                return (last.clone(), analysis.clone());
-            }
+        if let Some(hit) = self.remembered(text) {
+            return hit;
         }
         let owned: std::sync::Arc<str> = std::sync::Arc::from(sql);
         let prev = self.last_analysis.as_ref().map(|(_, a)| a);
@@ -181,18 +177,36 @@ impl Session {
         (owned, analysis)
     }
 
+    /// The last analysis, when `text` is the text it was made for (it was
+    /// UTF-8 then, so it needs no new check).
+    fn remembered(&self, text: &[u8]) -> Option<(std::sync::Arc<str>, pgpilot_sql::Analysis)> {
+        let (last, analysis) = self.last_analysis.as_ref()?;
+        (last.as_bytes() == text).then(|| (last.clone(), analysis.clone()))
+    }
+
+    /// A text that is not UTF-8 (another client_encoding) is not analyzed:
+    /// nothing that follows (the result cache, insight, the read-your-writes
+    /// scope) may take the previous text's analysis for it.
+    fn forget_analysis(&mut self) {
+        self.last_analysis = None;
+        self.observer.last = None;
+        self.ryw_key = self.ryw_scope_key("");
+    }
+
+    /// Pins the client for what `text` does that cannot be replayed (at
+    /// once: pinning early is harmless) and returns its other session effects.
     fn session_effects(&mut self, text: &[u8]) -> Vec<SessionEffect> {
-        let Ok(sql) = std::str::from_utf8(text) else {
-            // Not analyzed (another client_encoding): nothing that follows
-            // (the result cache, insight, read-your-writes scope) may take
-            // the previous text's analysis for this one's.
-            self.last_analysis = None;
-            self.observer.last = None;
-            self.ryw_key = self.ryw_scope_key("");
-            return Vec::new();
+        let (owned, analysis) = match self.remembered(text) {
+            Some(hit) => hit,
+            None => match std::str::from_utf8(text) {
+                Ok(sql) => self.analyze_text(text, sql),
+                Err(_) => {
+                    self.forget_analysis();
+                    return Vec::new();
+                }
+            },
         };
-        let (owned, analysis) = self.analyze_text(text, sql);
-        self.ryw_key = self.ryw_scope_key(sql);
+        self.ryw_key = self.ryw_scope_key(&owned);
         self.next_intent = self.intent_of(&analysis);
         self.observer.last = Some(crate::observe::Statement {
             key: analysis.key,

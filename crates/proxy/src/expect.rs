@@ -92,7 +92,7 @@ pub struct ExpectQueue {
 
 impl ExpectQueue {
     pub fn push(&mut self, e: Expect) {
-        if e == Expect::CopyEnd && self.items.is_empty() {
+        if matches!(e, Expect::CopyEnd) && self.items.is_empty() {
             return; // No request pending that could start a COPY.
         }
         self.items.push_back(e);
@@ -134,7 +134,7 @@ impl ExpectQueue {
     /// Keeps [`Expect::CopyEnd`] off the head: the request it followed
     /// was answered without entering COPY.
     fn drop_stale_copy_ends(&mut self) {
-        while self.items.front() == Some(&Expect::CopyEnd) {
+        while matches!(self.items.front(), Some(Expect::CopyEnd)) {
             self.pop_front();
         }
     }
@@ -179,12 +179,12 @@ impl ExpectQueue {
     /// marker was queued) and how many Syncs were removed.
     pub fn enter_copy_in(&mut self) -> (bool, usize) {
         self.reshuffles += 1;
-        let end = self.items.iter().position(|e| *e == Expect::CopyEnd);
+        let end = self.items.iter().position(|e| matches!(e, Expect::CopyEnd));
         let mut stop = end.unwrap_or(self.items.len());
         let mut removed = 0;
         let mut i = 1;
         while i < stop {
-            if self.items[i] == Expect::Sync {
+            if matches!(self.items[i], Expect::Sync) {
                 self.items.remove(i);
                 stop -= 1;
                 removed += 1;
@@ -204,7 +204,7 @@ impl ExpectQueue {
     pub fn skip_to_sync(&mut self) -> (Vec<LostParse>, bool) {
         let mut lost = Vec::new();
         while let Some(front) = self.items.front() {
-            if *front == Expect::Sync {
+            if matches!(front, Expect::Sync) {
                 return (lost, true);
             }
             let Some(front) = self.pop_front() else {

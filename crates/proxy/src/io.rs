@@ -36,8 +36,10 @@ pub async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> Result<()> {
         .map_err(SessionError::ClientIo)
 }
 
-/// Reads what `stream` holds into `buf`'s spare capacity (`chunk` bytes are
-/// reserved first) without waiting. `Ok(0)` is end of stream.
+/// Reads what `stream` holds into `buf`'s spare capacity (topped up to
+/// `chunk` bytes when less than half of that is free: reserving before
+/// every read cost a trip through `BytesMut::reserve_inner` per read, 2 %
+/// of pgpilot's user time) without waiting. `Ok(0)` is end of stream.
 ///
 /// A short read means the socket is drained, so its readiness is cleared
 /// right away: the event loop then sleeps until the next epoll edge instead
@@ -50,7 +52,9 @@ pub fn read_drained(
     buf: &mut BytesMut,
     chunk: usize,
 ) -> std::io::Result<usize> {
-    buf.reserve(chunk);
+    if buf.capacity() - buf.len() < chunk / 2 {
+        buf.reserve(chunk);
+    }
     let mut got = 0usize;
     let result = stream.try_io(tokio::io::Interest::READABLE, || {
         let spare = buf.spare_capacity_mut();

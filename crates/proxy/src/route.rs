@@ -157,7 +157,9 @@ pub fn choose(
         now,
     } = attempt;
     let r = &settings.routing;
-    if intent == Intent::Read && r.enabled {
+    // Looked up once: with no replica a read needs no replica pass.
+    let to_replicas = intent == Intent::Read && r.enabled && backends.has_replicas();
+    if to_replicas {
         if let Some(choice) = choose_replica(backends, settings, user, database, ryw, exclude, now)
         {
             return Ok(choice);
@@ -171,7 +173,7 @@ pub fn choose(
     };
     let reason = match intent {
         Intent::Write => Reason::Write,
-        Intent::Read if !r.enabled || !backends.has_replicas() => Reason::Read,
+        Intent::Read if !to_replicas => Reason::Read,
         Intent::Read if r.fallback == Fallback::Error => return Err(NoServer::NoReplica),
         Intent::Read if ryw_blocked(backends, r, ryw, now) => Reason::RywFallback,
         Intent::Read => Reason::ReadFallback,
