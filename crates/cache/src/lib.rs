@@ -315,20 +315,23 @@ impl ResultCache {
         self.flights.in_flight()
     }
 
-    /// Up to `limit` entries, biggest or hottest first.
+    /// Up to `limit` entries, biggest or hottest first. Entries are ranked
+    /// by reference; only the ones returned are turned into views (a view
+    /// copies the statement text, tables and tags).
     pub fn entries(&self, order: EntryOrder, limit: usize, now: Instant) -> Vec<EntryView> {
-        let mut all: Vec<EntryView> = self
+        let rank = |e: &Entry| match order {
+            EntryOrder::Biggest => e.weight() as u64,
+            EntryOrder::Hottest => e.hits.load(Relaxed),
+        };
+        let mut ranked: Vec<(u64, CacheKey, Arc<Entry>)> = self
             .store
             .iter()
             .filter(|(_, e)| e.is_valid())
-            .map(|(k, e)| view(*k, &e, now))
+            .map(|(k, e)| (rank(&e), *k, e))
             .collect();
-        match order {
-            EntryOrder::Biggest => all.sort_by_key(|e| std::cmp::Reverse(e.bytes)),
-            EntryOrder::Hottest => all.sort_by_key(|e| std::cmp::Reverse(e.hits)),
-        }
-        all.truncate(limit);
-        all
+        ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
+        ranked.truncate(limit);
+        ranked.iter().map(|(_, k, e)| view(*k, e, now)).collect()
     }
 
     /// Hit and miss counts per statement shape, most looked-up first.
