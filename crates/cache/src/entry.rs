@@ -21,8 +21,8 @@ pub struct Fill {
     pub response: Bytes,
     pub database: Box<str>,
     pub user: Box<str>,
-    /// The statement text (for the admin API).
-    pub sql: Bytes,
+    /// The statement text (for the admin API), shared with the session.
+    pub sql: Arc<str>,
     /// The statement's shape (literal-free fingerprint).
     pub shape: u128,
     /// Tables the statement reads.
@@ -51,7 +51,7 @@ pub struct Entry {
     pub(crate) shape_stats: Arc<ShapeStats>,
     pub database: Box<str>,
     pub user: Box<str>,
-    pub sql: Bytes,
+    pub sql: Arc<str>,
     pub shape: u128,
     pub tables: Box<[String]>,
     pub tags: Box<[String]>,

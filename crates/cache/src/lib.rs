@@ -357,7 +357,7 @@ fn view(key: CacheKey, e: &Entry, now: Instant) -> EntryView {
         ttl: e.ttl,
         database: e.database.to_string(),
         user: e.user.to_string(),
-        sql: String::from_utf8_lossy(&e.sql).into_owned(),
+        sql: e.sql.to_string(),
         shape: e.shape,
         tables: e.tables.to_vec(),
         tags: e.tags.to_vec(),

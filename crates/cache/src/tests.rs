@@ -20,7 +20,7 @@ fn fill(tables: &[&str], body: &'static [u8]) -> Fill {
         response: Bytes::from_static(body),
         database: "app".into(),
         user: "app".into(),
-        sql: Bytes::from_static(b"SELECT v FROM t"),
+        sql: "SELECT v FROM t".into(),
         shape: 7,
         tables: tables.iter().map(|t| t.to_string()).collect(),
         tags: Vec::new(),

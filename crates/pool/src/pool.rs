@@ -226,14 +226,22 @@ impl Pool {
             }
             pop_live(&mut st, now, max_lifetime)?
         };
-        if !conn.is_alive() {
-            self.discard(conn);
-            return None;
-        }
         Some(PooledConn {
-            conn: Some(conn),
+            conn: Some(self.alive_or_discard(conn)?),
             pool: self.clone(),
         })
+    }
+
+    /// `conn` if its backend is still there, else closed (slot freed).
+    /// Probed on every lending: a backend killed a moment ago must not
+    /// reach a client. The probe is free while nothing arrived (tokio
+    /// answers WouldBlock from its readiness flags).
+    fn alive_or_discard(&self, conn: Conn) -> Option<Conn> {
+        if conn.is_alive() {
+            return Some(conn);
+        }
+        self.discard(conn);
+        None
     }
 
     /// Under the lock: an idle connection, a permit to open one, or a place in line.
@@ -331,16 +339,7 @@ impl Pool {
     /// turned out dead (the caller tries again).
     async fn realize(&self, grant: Grant) -> Result<Option<Conn>> {
         match grant {
-            Grant::Conn(conn) => {
-                // Probed every time: a backend killed a moment ago must not
-                // reach a client. The probe is free while nothing arrived
-                // (tokio answers WouldBlock from its readiness flags).
-                if !conn.is_alive() {
-                    self.discard(conn);
-                    return Ok(None);
-                }
-                Ok(Some(conn))
-            }
+            Grant::Conn(conn) => Ok(self.alive_or_discard(conn)),
             // Boxed: the login future is large and rarely needed; inline,
             // it would make every checkout future (and every future that
             // awaits one, up to the session's per-message handler) as big.

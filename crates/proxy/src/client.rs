@@ -148,9 +148,13 @@ impl Session {
         }
     }
 
-    /// The analysis of `sql`; a client that sends the same text again (an
+    /// The analysis of `text`, `None` when it is not UTF-8 (another
+    /// client_encoding: then nothing that follows — the result cache,
+    /// insight, the read-your-writes scope — may use the previous text's
+    /// analysis either). A client that sends the same text again (an
     /// unnamed statement re-parsed every transaction, a repeated simple
-    /// query) gets the previous answer without a lexer pass or a cache look-up.
+    /// query) gets the previous answer without a UTF-8 check, a lexer pass
+    /// or a cache look-up.
     ///
     /// Returns the text as an owned copy, made only when the text changes:
     /// keeping a slice of the client's read buffer instead would pin that
@@ -158,11 +162,18 @@ impl Session {
     pub(crate) fn analyze_text(
         &mut self,
         text: &[u8],
-        sql: &str,
-    ) -> (std::sync::Arc<str>, pgpilot_sql::Analysis) {
-        if let Some(hit) = self.remembered(text) {
-            return hit;
+    ) -> Option<(std::sync::Arc<str>, pgpilot_sql::Analysis)> {
+        if let Some((last, analysis)) = &self.last_analysis {
+            if last.as_bytes() == text {
+                return Some((last.clone(), analysis.clone()));
+            }
         }
+        let Ok(sql) = std::str::from_utf8(text) else {
+            self.last_analysis = None;
+            self.observer.last = None;
+            self.ryw_key = self.ryw_scope_key("");
+            return None;
+        };
         let owned: std::sync::Arc<str> = std::sync::Arc::from(sql);
         let prev = self.last_analysis.as_ref().map(|(_, a)| a);
         let analysis = if self.cache_on() {
@@ -174,37 +185,14 @@ impl Session {
             self.rt.analyzer.analyze_after(sql, prev)
         };
         self.last_analysis = Some((owned.clone(), analysis.clone()));
-        (owned, analysis)
-    }
-
-    /// The last analysis, when `text` is the text it was made for (it was
-    /// UTF-8 then, so it needs no new check).
-    fn remembered(&self, text: &[u8]) -> Option<(std::sync::Arc<str>, pgpilot_sql::Analysis)> {
-        let (last, analysis) = self.last_analysis.as_ref()?;
-        (last.as_bytes() == text).then(|| (last.clone(), analysis.clone()))
-    }
-
-    /// A text that is not UTF-8 (another client_encoding) is not analyzed:
-    /// nothing that follows (the result cache, insight, the read-your-writes
-    /// scope) may take the previous text's analysis for it.
-    fn forget_analysis(&mut self) {
-        self.last_analysis = None;
-        self.observer.last = None;
-        self.ryw_key = self.ryw_scope_key("");
+        Some((owned, analysis))
     }
 
     /// Pins the client for what `text` does that cannot be replayed (at
     /// once: pinning early is harmless) and returns its other session effects.
     fn session_effects(&mut self, text: &[u8]) -> Vec<SessionEffect> {
-        let (owned, analysis) = match self.remembered(text) {
-            Some(hit) => hit,
-            None => match std::str::from_utf8(text) {
-                Ok(sql) => self.analyze_text(text, sql),
-                Err(_) => {
-                    self.forget_analysis();
-                    return Vec::new();
-                }
-            },
+        let Some((owned, analysis)) = self.analyze_text(text) else {
+            return Vec::new();
         };
         self.ryw_key = self.ryw_scope_key(&owned);
         self.next_intent = self.intent_of(&analysis);

@@ -179,10 +179,9 @@ impl Session {
         if self.cache.held.is_some() || !self.cache_usable() || !self.cache_on() {
             return false;
         }
-        let Ok(sql) = std::str::from_utf8(query) else {
+        let Some((text, analysis)) = self.analyze_text(query) else {
             return false;
         };
-        let (text, analysis) = self.analyze_text(query, sql);
         let Some(plan) = self.text_plan(&text, &analysis) else {
             return false;
         };

@@ -137,7 +137,7 @@ impl Session {
             response,
             database: self.database.as_str().into(),
             user: self.user.name.as_str().into(),
-            sql: bytes::Bytes::copy_from_slice(plan.sql.as_bytes()),
+            sql: plan.sql.clone(),
             shape: plan.shape,
             tables: plan
                 .class
