@@ -38,7 +38,11 @@ MAX_PREPARED = 200
 DB = "app"  # the test kit's database, owned by APP_USER
 APP_USER = "app"
 APP_PASSWORD = "app-secret"
-TARGETS = ("direct", "pgbouncer", "pgpilot")
+# `pgpilot` is the PGO build (bench/pgo.py), `pgpilot-plain` the plain
+# `cargo build --release`: both are measured, so the report shows what PGO
+# buys and neither figure stands in for the other.
+TARGETS = ("direct", "pgbouncer", "pgpilot", "pgpilot-plain")
+PGPILOTS = ("pgpilot", "pgpilot-plain")
 MODES = ("simple", "extended", "prepared")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -587,6 +591,11 @@ def machine():
     return f"{os.cpu_count()} CPUs ({model}), {mem_kib / 1024 / 1024:.1f} GiB RAM, {platform.system()} {platform.release()}"
 
 
+def built(binary):
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(binary)).astimezone()
+    return f"{binary} built {when.strftime('%Y-%m-%d %H:%M %Z')}"
+
+
 def version(argv):
     try:
         return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -602,7 +611,7 @@ def fmt(x, spec):
 def report(meta, cells, modes, client_counts, targets, memory, args):
     lines = [f"# pgpilot benchmark: {meta['date']}", ""]
     for k in ("commit", "date", "machine", "PostgreSQL", "PgBouncer", "pgbench", "pgpilot binary",
-              "run",
+              "pgpilot-plain binary", "run",
               "load before", "load after", "noise"):
         if k in meta:
             lines.append(f"- **{k}**: {meta[k]}")
@@ -656,12 +665,22 @@ def memory_lines(memory, n):
 
 
 def bar_lines(cells, modes, client_counts, targets):
-    if not {"pgbouncer", "pgpilot"} <= set(targets):
-        return ["(needs both poolers)"]
+    pilots = [t for t in PGPILOTS if t in targets]
+    if "pgbouncer" not in targets or not pilots:
+        return ["(needs PgBouncer and pgpilot)"]
+    out = []
+    for name in pilots:
+        if len(pilots) > 1:
+            out += ([""] if out else []) + [f"`{name}`:", ""]
+        out += pilot_bar_lines(cells, modes, client_counts, targets, name)
+    return out
+
+
+def pilot_bar_lines(cells, modes, client_counts, targets, name):
     out = []
     for m in modes:
         for c in client_counts:
-            bo, pp = cells[(m, c, "pgbouncer")], cells[(m, c, "pgpilot")]
+            bo, pp = cells[(m, c, "pgbouncer")], cells[(m, c, name)]
             ratio = pp.median_tps() / bo.median_tps() if bo.tps and pp.tps else float("nan")
             if c == 1 and "direct" in targets:
                 d = cells[(m, c, "direct")]
@@ -671,9 +690,9 @@ def bar_lines(cells, modes, client_counts, targets):
                 # Rounds are interleaved, so each round's pair shows the spread.
                 rounds = [f"{(p - dd) * 1000:.0f}/{(b - dd) * 1000:.0f}"
                           for p, b, dd in zip(pp.mean_ms, bo.mean_ms, d.mean_ms)]
-                out.append(f"- {m}, 1 client: added mean latency over direct: pgpilot "
+                out.append(f"- {m}, 1 client: added mean latency over direct: {name} "
                            f"{fmt(added_pp * 1000, '.1f')} µs vs PgBouncer {fmt(added_bo * 1000, '.1f')} µs"
-                           f" → {'meets' if ok else 'misses'} (per round, pgpilot/PgBouncer µs: "
+                           f" → {'meets' if ok else 'misses'} (per round, {name}/PgBouncer µs: "
                            f"{', '.join(rounds)})")
                 continue
             tps_ok = ratio >= 1.0
@@ -691,7 +710,10 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="3 s per cell, 1 round, 1/10/100 clients, 1,000 idle clients")
-    p.add_argument("--no-build", action="store_true", help="use the existing target/release/pgpilot")
+    p.add_argument("--no-build", action="store_true",
+                   help="use the existing target/pgo/release/pgpilot and target/release/pgpilot")
+    p.add_argument("--no-pgo", action="store_true",
+                   help="measure only the plain release build (as `pgpilot`); skip bench/pgo.py")
     p.add_argument("--rounds", type=int, help="rounds per cell (default 3; quick 1)")
     p.add_argument("--seconds", type=int, help="pgbench -T per run (default 10; quick 3)")
     p.add_argument("--clients", help="comma-separated client counts (default 1,10,100,500)")
@@ -715,6 +737,8 @@ def parse_args():
     args.clients = [int(c) for c in (args.clients or ("1,10,100" if args.quick else "1,10,100,500")).split(",")]
     args.modes = args.modes.split(",")
     args.targets = [t for t in TARGETS if t in args.targets.split(",")]
+    if args.no_pgo:
+        args.targets = [t for t in args.targets if t != "pgpilot-plain"]
     args.idle_clients = args.idle_clients or (1000 if args.quick else 10_000)
     return args
 
@@ -732,9 +756,17 @@ def main():
     # Also when started in the background, where SIGINT arrives ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    if not args.no_build:
+    plain_bin = os.path.join(REPO, "target", "release", "pgpilot")
+    pgpilot_bin = plain_bin
+    if not args.no_pgo:
+        import pgo
+        if not args.no_build:
+            pgo.build()
+        elif not os.path.exists(pgo.BINARY):
+            sys.exit(f"{pgo.BINARY} is missing: run bench/pgo.py, or drop --no-build, or add --no-pgo")
+        pgpilot_bin = pgo.BINARY
+    elif not args.no_build:
         build_pgpilot()
-    pgpilot_bin = os.path.join(REPO, "target", "release", "pgpilot")
     pgbouncer_bin = build_pgbouncer()
     load = os.getloadavg()
     if load[0] > 0.5:
@@ -745,7 +777,7 @@ def main():
     os.chmod(workdir, 0o755)
     try:
         max_conn = max(args.clients) + 2 * POOL_SIZE + 60
-        pg_port = start_cluster(children, pgpilot_bin, max(300, max_conn))
+        pg_port = start_cluster(children, plain_bin, max(300, max_conn))
         pgbench_init(pg_port, args.scale)
         meta = {
             "commit": git_commit(),
@@ -755,13 +787,13 @@ def main():
             "PostgreSQL": version(["/usr/lib/postgresql/15/bin/postgres", "--version"]),
             "PgBouncer": version([pgbouncer_bin, "--version"]),
             "pgbench": version(["pgbench", "--version"]),
-            "pgpilot binary": f"{pgpilot_bin} built "
-                              + datetime.datetime.fromtimestamp(os.path.getmtime(pgpilot_bin))
-                              .astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "pgpilot binary": built(pgpilot_bin) + ("" if args.no_pgo else " (PGO, bench/pgo.py)"),
             "run": ("quick" if args.quick else "full") + f": pgbench -T {args.seconds}, "
                    f"{args.rounds} round(s), scale {args.scale}, targets interleaved",
         }
         targets = {}
+        if "pgpilot-plain" in args.targets:
+            meta["pgpilot-plain binary"] = built(plain_bin) + " (plain `cargo build --release`)"
         if not args.no_matrix or args.serve:
             if "direct" in args.targets:
                 targets["direct"] = (pg_port, None, pg_env())
@@ -771,6 +803,9 @@ def main():
             if "pgpilot" in args.targets:
                 port, proc = start_pgpilot(children, pgpilot_bin, workdir, pg_port, "tps")
                 targets["pgpilot"] = (port, proc, os.environ.copy())
+            if "pgpilot-plain" in args.targets:
+                port, proc = start_pgpilot(children, plain_bin, workdir, pg_port, "tps-plain")
+                targets["pgpilot-plain"] = (port, proc, os.environ.copy())
         if args.serve:
             for name, (port, proc, _) in targets.items():
                 print(f"{name}: port {port} pid {proc.pid if proc else '-'}", flush=True)
