@@ -154,9 +154,7 @@ impl Session {
     /// analysis either). A client that sends the same text again (an
     /// unnamed statement re-parsed every transaction, a repeated simple
     /// query) gets the previous answer without a UTF-8 check, a lexer pass
-    /// or a cache look-up; one that sends the last text with other integers
-    /// in it (a simple query with new values inline) gets it without the
-    /// lexer pass (with the result cache off: the cache's key needs one).
+    /// or a cache look-up.
     ///
     /// Returns the text as an owned copy, made only when the text changes:
     /// keeping a slice of the client's read buffer instead would pin that
@@ -172,33 +170,19 @@ impl Session {
         }
         let Ok(sql) = std::str::from_utf8(text) else {
             self.last_analysis = None;
-            self.last_numbers.clear();
             self.observer.last = None;
             self.ryw_key = self.ryw_scope_key("");
             return None;
         };
         let owned: std::sync::Arc<str> = std::sync::Arc::from(sql);
-        let cache_on = self.cache_on();
-        let analysis = match &self.last_analysis {
-            // The last text with other integers (a simple query re-sent
-            // with new values): its analysis, without a lexer pass.
-            Some((last, prev)) if !cache_on && self.last_numbers.rematch(last.as_bytes(), text) => {
-                prev.clone()
-            }
-            prev if cache_on => {
-                // The result cache will want the exact key too: one lexical pass.
-                let prev = prev.as_ref().map(|(_, a)| a);
-                let (analysis, exact) = self.rt.analyzer.analyze_with_exact_key(sql, prev);
-                self.last_numbers.clear();
-                self.cache.last_exact = Some((owned.clone(), exact));
-                analysis
-            }
-            prev => {
-                let prev = prev.as_ref().map(|(_, a)| a);
-                self.rt
-                    .analyzer
-                    .analyze_noting(sql, prev, &mut self.last_numbers)
-            }
+        let prev = self.last_analysis.as_ref().map(|(_, a)| a);
+        let analysis = if self.cache_on() {
+            // The result cache will want the exact key too: one lexical pass.
+            let (analysis, exact) = self.rt.analyzer.analyze_with_exact_key(sql, prev);
+            self.cache.last_exact = Some((owned.clone(), exact));
+            analysis
+        } else {
+            self.rt.analyzer.analyze_after(sql, prev)
         };
         self.last_analysis = Some((owned.clone(), analysis.clone()));
         Some((owned, analysis))

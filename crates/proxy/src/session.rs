@@ -106,9 +106,6 @@ pub struct Session {
     pub(crate) observer: Observer,
     /// The last text analyzed and its analysis (see `analyze_text`).
     pub(crate) last_analysis: Option<(std::sync::Arc<str>, pgpilot_sql::Analysis)>,
-    /// The integer literals of `last_analysis`'s text, when that analysis
-    /// may serve a text with other integers (see `analyze_text`).
-    pub(crate) last_numbers: pgpilot_sql::lexer::NumberSpans,
     /// Bytes for the server not yet written.
     pub(crate) server_out: BytesMut,
     /// Responses awaited from the server, in order.
@@ -188,7 +185,6 @@ impl Session {
             serializable_default: false,
             observer: Observer::default(),
             last_analysis: None,
-            last_numbers: Default::default(),
             server_out: BytesMut::new(),
             expect: ExpectQueue::default(),
             statements: ClientStatements::default(),

@@ -235,37 +235,3 @@ async fn durations_exclude_the_pool_wait_and_client_pauses() {
         assert!(q.p99_ms < 150.0, "{needle}: {} ms recorded", q.p99_ms);
     }
 }
-
-/// A simple query re-sent with other integers reuses the last one's
-/// analysis without a lexer pass: it must land on the same fingerprint and
-/// return its own rows, and a text that differs anywhere else (here a
-/// function call around a string) must be analyzed anew.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn other_integers_share_a_fingerprint_other_words_do_not() {
-    let env = Env::start("max_size = 2").await;
-    let c = env.client().await;
-    let first_value = |messages: Vec<tokio_postgres::SimpleQueryMessage>| {
-        messages.into_iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-    };
-    for i in 0..10u64 {
-        let sql = format!("SELECT {} AS n_col, 'k7' AS k_col /* 5 */", i * 1000 + i);
-        let got = first_value(c.simple_query(&sql).await.unwrap());
-        assert_eq!(got, Some((i * 1000 + i).to_string()));
-    }
-    let other = c
-        .simple_query("SELECT 7 AS n_col, upper('k7') AS k_col /* 5 */")
-        .await
-        .unwrap();
-    assert_eq!(first_value(other), Some("7".to_owned()));
-    // Back to the first shape, after the other one.
-    c.simple_query("SELECT 8 AS n_col, 'k7' AS k_col /* 5 */")
-        .await
-        .unwrap();
-
-    let top = env.proxy.rt.insight.top(TopBy::Calls, 50, Instant::now());
-    assert_eq!(fingerprint_of(&top, "n_col").calls, 11);
-    assert_eq!(fingerprint_of(&top, "upper").calls, 1);
-}

@@ -10,11 +10,9 @@
 //! of a `pgpilot:cache` comment.
 
 mod hints;
-mod numbers;
 mod tokens;
 
 pub use hints::{cache_hint, CacheHint, RouteHint, MAX_TAGS, MAX_TAG_LEN};
-pub use numbers::NumberSpans;
 pub use tokens::{
     dollar_quote_end, for_each_token, skip_block_comment, skip_quoted, skip_string, Token,
     TokenKind,
@@ -114,40 +112,6 @@ pub fn scan(sql: &str) -> Scan {
     let mut shape = Shape::new(sql.as_bytes());
     tokenize(sql.as_bytes(), &mut shape);
     shape.finish()
-}
-
-/// [`scan`], noting in `numbers` where `sql`'s integer literals are, so
-/// that the next text with only other integers can reuse this scan
-/// ([`NumberSpans::rematch`]).
-pub fn scan_noting_numbers(sql: &str, numbers: &mut NumberSpans) -> Scan {
-    let b = sql.as_bytes();
-    numbers.start();
-    let mut noting = Noting {
-        shape: Shape::new(b),
-        numbers,
-    };
-    tokenize(b, &mut noting);
-    let scan = noting.shape.finish();
-    if scan.may_affect_session {
-        numbers.forbid();
-    }
-    scan
-}
-
-/// Feeds every token to the shape hasher and number tokens to the spans.
-struct Noting<'a, 'n> {
-    shape: Shape<'a>,
-    numbers: &'n mut NumberSpans,
-}
-
-impl TokenSink for Noting<'_, '_> {
-    #[inline(always)]
-    fn token(&mut self, t: Token) {
-        if t.kind == TokenKind::Number {
-            self.numbers.note(self.shape.b, t.start, t.end);
-        }
-        self.shape.token(t);
-    }
 }
 
 /// [`scan`] and [`exact_key`] of `sql` in one pass over it (a simple query

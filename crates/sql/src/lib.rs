@@ -81,18 +81,6 @@ impl Analyzer {
         self.analyze_scanned(sql, lexer::scan(sql), prev)
     }
 
-    /// [`Analyzer::analyze_after`], noting `sql`'s integer literals in
-    /// `numbers` so that a next text with only other integers can reuse
-    /// this analysis ([`lexer::NumberSpans::rematch`]).
-    pub fn analyze_noting(
-        &self,
-        sql: &str,
-        prev: Option<&Analysis>,
-        numbers: &mut lexer::NumberSpans,
-    ) -> Analysis {
-        self.analyze_scanned(sql, lexer::scan_noting_numbers(sql, numbers), prev)
-    }
-
     /// [`Analyzer::analyze_after`] and [`exact_key`] of `sql` from one
     /// lexical pass.
     pub fn analyze_with_exact_key(&self, sql: &str, prev: Option<&Analysis>) -> (Analysis, u128) {
