@@ -24,13 +24,13 @@ target. Python 3 standard library only.
 import collections
 import glob
 import os
-import re
-import resource
 import statistics
-import subprocess
 import sys
 
-TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare as c  # noqa: E402
+
+TCK = c.CLK_TCK
 
 
 def pooler_cpu(pid):
@@ -62,26 +62,15 @@ def machine_idle():
     return (v[3] + v[4]) / TCK
 
 
-def children_cpu():
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
 def one_run(mode, clients, seconds, port, pid):
-    """One pgbench run; returns (tps, per-transaction µs figures)."""
-    before = (pooler_cpu(pid), postgres_cpu(), children_cpu(), machine_idle())
-    argv = ["pgbench", "-S", "-n", "-M", mode, "-c", str(clients), "-j", str(min(2, clients)),
-            "-T", str(seconds), "-h", "127.0.0.1", "-p", port, "-U", "app", "app"]
-    env = dict(os.environ, PGPASSWORD="app-secret")
-    out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=env).stdout
-    after = (pooler_cpu(pid), postgres_cpu(), children_cpu(), machine_idle())
-    done = re.search(r"actually processed: (\d+)", out)
-    if not done:
-        sys.exit(f"pgbench failed against port {port}:\n{out[-1500:]}")
-    tx = int(done.group(1))
+    """One pgbench -S run; returns (tps, per-transaction µs figures)."""
+    before = (pooler_cpu(pid), postgres_cpu(), c.children_cpu_seconds(), machine_idle())
+    try:
+        tps, tx, _, _ = c.pgbench_select(port, mode, clients, seconds, None, c.pg_env())
+    except RuntimeError as e:
+        sys.exit(f"against port {port}: {e}")
+    after = (pooler_cpu(pid), postgres_cpu(), c.children_cpu_seconds(), machine_idle())
     us = lambda a, b: (b - a) / tx * 1e6  # noqa: E731
-    tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
     return tps, {
         "user": us(before[0][0], after[0][0]),
         "sys": us(before[0][1], after[0][1]),
@@ -94,7 +83,7 @@ def one_run(mode, clients, seconds, port, pid):
 def main():
     if len(sys.argv) < 6:
         sys.exit(__doc__)
-    mode, clients, seconds, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    mode, clients, seconds, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     targets = [spec.split(":") for spec in sys.argv[5:]]
     tps = collections.defaultdict(list)
     figures = collections.defaultdict(lambda: collections.defaultdict(list))

@@ -293,11 +293,13 @@ server_password = "{APP_PASSWORD}"
 # pgbench runs
 
 
-def pgbench_select(port, mode, clients, seconds, log_prefix, env, script=None):
-    """One `pgbench -S` run (or of `script`, a pgbench script file);
-    returns (tps, transactions, failed, latencies_us)."""
+def pgbench_select(port, mode, clients, seconds, log_prefix, env, script=None,
+                   builtin="select-only"):
+    """One pgbench run of `script` (a script file) or else of the `builtin`
+    script (`select-only` is `-S`); returns (tps, transactions, failed,
+    latencies_us)."""
     threads = min(clients, 2)
-    workload = ["-f", script] if script else ["-S"]
+    workload = ["-f", script] if script else ["-b", builtin]
     argv = ["pgbench", *workload, "-n", "-M", mode, "-c", str(clients), "-j", str(threads),
             "-T", str(seconds), "-h", "127.0.0.1", "-p", str(port), "-U", APP_USER]
     if log_prefix:

@@ -67,38 +67,32 @@ def cargo_build(target_dir, rustflags):
     return os.path.join(target_dir, "release", "pgpilot")
 
 
-def pgbench(port, script, mode, clients):
-    argv = ["pgbench", *script, "-n", "-M", mode, "-c", str(clients), "-j", "2",
-            "-T", str(SECONDS), "-h", "127.0.0.1", "-p", str(port), "-U", c.APP_USER, c.DB]
-    out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"training run failed: {' '.join(argv)}\n{out.stdout[-2000:]}")
-
-
 def train(children, binary, workdir, pg_port, label, settings, workloads):
     """Runs `workloads` through a fresh instrumented pgpilot and stops it
     cleanly (the counts are written at exit)."""
     port, proc = c.start_pgpilot(children, binary, workdir, pg_port, label, settings)
-    for script, modes, client_counts in workloads:
+    for builtin, modes, client_counts in workloads:
         for mode in modes:
             for clients in client_counts:
-                log(f"{label}: pgbench {' '.join(script) or 'tpcb-like'} -M {mode} -c {clients}")
-                pgbench(port, script, mode, clients)
+                log(f"{label}: pgbench -b {builtin} -M {mode} -c {clients}")
+                c.pgbench_select(port, mode, clients, SECONDS, None, os.environ.copy(),
+                                 builtin=builtin)
     children.stop(proc)
     if proc.returncode not in (0, None):
         raise RuntimeError(f"instrumented pgpilot exited with {proc.returncode}: no profile")
 
 
 def collect(profile_dir):
-    """Trains the instrumented binary; returns the raw profile files."""
+    """Trains the instrumented binary; returns the raw profile files. The
+    test kit's cluster runs from the plain build (built first by `build`),
+    so only the proxy is counted."""
     plain = os.path.join(c.REPO, "target", "release", "pgpilot")
     instrumented = cargo_build(GEN_DIR, f"-Cprofile-generate={profile_dir}")
     children = c.Children()
     workdir = tempfile.mkdtemp(prefix="pgpilot-pgo-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     os.chmod(workdir, 0o755)
     try:
-        # The kit runs from the plain build, so only the proxy is counted.
-        pg_port = c.start_cluster(children, plain if os.path.exists(plain) else instrumented, 300)
+        pg_port = c.start_cluster(children, plain, 300)
         c.pgbench_init(pg_port, 2)
         os.environ["LLVM_PROFILE_FILE"] = os.path.join(profile_dir, "pgpilot-%p-%m.profraw")
         modes = c.MODES
@@ -108,13 +102,13 @@ def collect(profile_dir):
             # statements synchronously inside a transaction of its
             # thread's other clients, and with more clients than servers
             # that waits on itself (PgBouncer stalls the same way).
-            ([], modes, (10,)),
-            (["-S"], modes, (10, 50)),    # select-only
+            ("tpcb-like", modes, (10,)),
+            ("select-only", modes, (10, 50)),
         ])
         train(children, instrumented, workdir, pg_port, "cache", {"cache": ["enabled = true"]}, [
-            (["-S"], modes, (10,)),
-            ([], ("prepared",), (10,)),   # writes that invalidate cached results
-            (["-S"], ("prepared",), (10,)),
+            ("select-only", modes, (10,)),
+            ("tpcb-like", ("prepared",), (10,)),  # writes that invalidate cached results
+            ("select-only", ("prepared",), (10,)),
         ])
     finally:
         os.environ.pop("LLVM_PROFILE_FILE", None)
