@@ -66,7 +66,7 @@ def one_run(mode, clients, seconds, port, pid):
     """One pgbench -S run; returns (tps, per-transaction µs figures)."""
     before = (pooler_cpu(pid), postgres_cpu(), c.children_cpu_seconds(), machine_idle())
     try:
-        tps, tx, _, _ = c.pgbench_select(port, mode, clients, seconds, None, c.pg_env())
+        tps, tx, _, _ = c.pgbench_run(port, mode, clients, seconds, None, c.pg_env())
     except RuntimeError as e:
         sys.exit(f"against port {port}: {e}")
     after = (pooler_cpu(pid), postgres_cpu(), c.children_cpu_seconds(), machine_idle())

@@ -293,7 +293,7 @@ server_password = "{APP_PASSWORD}"
 # pgbench runs
 
 
-def pgbench_select(port, mode, clients, seconds, log_prefix, env, script=None,
+def pgbench_run(port, mode, clients, seconds, log_prefix, env, script=None,
                    builtin="select-only"):
     """One pgbench run of `script` (a script file) or else of the `builtin`
     script (`select-only` is `-S`); returns (tps, transactions, failed,
@@ -397,7 +397,7 @@ def warm_up(targets, seconds, modes=MODES, script=None):
     log("warm-up")
     for name, (port, _proc, env) in targets.items():
         for mode in modes:
-            pgbench_select(port, mode, 2 * POOL_SIZE, seconds, None, env, script)
+            pgbench_run(port, mode, 2 * POOL_SIZE, seconds, None, env, script)
 
 
 def write_report(text, out, suffix=""):
@@ -471,7 +471,7 @@ def run_matrix(targets, modes, client_counts, rounds, seconds, workdir, per_run_
                     done += 1
                     try:
                         with NoiseWatch() as watch:
-                            tps, tx, failed, lat = pgbench_select(port, mode, clients, seconds,
+                            tps, tx, failed, lat = pgbench_run(port, mode, clients, seconds,
                                                                   prefix, env, script)
                     except RuntimeError as e:
                         cells[(mode, clients, name)].errors.append(str(e))
@@ -560,7 +560,7 @@ def memory_run(children, pgbouncer_bin, pgpilot_bin, workdir, pg_port, n):
         binary = pgbouncer_bin if name == "pgbouncer" else pgpilot_bin
         port, proc = start(children, binary, workdir, pg_port, "memory")
         # One login and query first, so the pool and its server connection exist.
-        pgbench_select(port, "simple", 1, 1, None, os.environ.copy())
+        pgbench_run(port, "simple", 1, 1, None, os.environ.copy())
         time.sleep(1)
         log(f"memory: {n} idle clients against {name}")
         before, after = asyncio.run(hold_idle_clients(port, n, proc.pid))
@@ -692,12 +692,12 @@ def pilot_bar_lines(cells, modes, client_counts, targets, name):
                 # Rounds are interleaved, so each round's pair shows the spread.
                 rounds = [f"{(p - dd) * 1000:.0f}/{(b - dd) * 1000:.0f}"
                           for p, b, dd in zip(pp.mean_ms, bo.mean_ms, d.mean_ms)]
-                # pgpilot's latency minus PgBouncer's, per round (µs; ≤ 0 meets).
-                gaps = [(p - b) * 1000 for p, b in zip(pp.mean_ms, bo.mean_ms)]
+                # PgBouncer's latency minus pgpilot's, per round (µs; ≥ 0 meets).
+                margins = [(b - p) * 1000 for p, b in zip(pp.mean_ms, bo.mean_ms)]
                 out.append(f"- {m}, 1 client: added mean latency over direct: {name} "
                            f"{fmt(added_pp * 1000, '.1f')} µs vs PgBouncer {fmt(added_bo * 1000, '.1f')} µs"
                            f" → {'meets' if ok else 'misses'} (per round, {name}/PgBouncer µs: "
-                           f"{', '.join(rounds)}{spread_note([-g for g in gaps], 0.0)})")
+                           f"{', '.join(rounds)}{spread_note(margins, 0.0)})")
                 continue
             tps_ok = ratio >= 1.0
             p99_ok = pp.median_p99_ms() <= bo.median_p99_ms()

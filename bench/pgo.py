@@ -75,7 +75,7 @@ def train(children, binary, workdir, pg_port, label, settings, workloads):
         for mode in modes:
             for clients in client_counts:
                 log(f"{label}: pgbench -b {builtin} -M {mode} -c {clients}")
-                c.pgbench_select(port, mode, clients, SECONDS, None, os.environ.copy(),
+                c.pgbench_run(port, mode, clients, SECONDS, None, os.environ.copy(),
                                  builtin=builtin)
     children.stop(proc)
     if proc.returncode not in (0, None):
