@@ -294,7 +294,7 @@ server_password = "{APP_PASSWORD}"
 
 
 def pgbench_run(port, mode, clients, seconds, log_prefix, env, script=None,
-                   builtin="select-only"):
+                builtin="select-only"):
     """One pgbench run of `script` (a script file) or else of the `builtin`
     script (`select-only` is `-S`); returns (tps, transactions, failed,
     latencies_us)."""
@@ -472,7 +472,7 @@ def run_matrix(targets, modes, client_counts, rounds, seconds, workdir, per_run_
                     try:
                         with NoiseWatch() as watch:
                             tps, tx, failed, lat = pgbench_run(port, mode, clients, seconds,
-                                                                  prefix, env, script)
+                                                               prefix, env, script)
                     except RuntimeError as e:
                         cells[(mode, clients, name)].errors.append(str(e))
                         log(f"[{done}/{total}] round {r + 1} {mode:8} c={clients:<3} {name:9} ERROR {e}")

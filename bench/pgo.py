@@ -76,7 +76,7 @@ def train(children, binary, workdir, pg_port, label, settings, workloads):
             for clients in client_counts:
                 log(f"{label}: pgbench -b {builtin} -M {mode} -c {clients}")
                 c.pgbench_run(port, mode, clients, SECONDS, None, os.environ.copy(),
-                                 builtin=builtin)
+                              builtin=builtin)
     children.stop(proc)
     if proc.returncode not in (0, None):
         raise RuntimeError(f"instrumented pgpilot exited with {proc.returncode}: no profile")
